@@ -1,0 +1,142 @@
+"""glance-gate as a mitmproxy addon.
+
+    mitmdump --mode reverse:http://127.0.0.1:9292 -s addons/glance_gate.py \
+             --set glance_gate_config=config.toml
+
+Uploads are decided from their headers while the client's body waits in the
+kernel's buffers; everything else streams through untouched.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from mitmproxy import ctx, exceptions, http
+from mitmproxy.net.http.http1 import expected_http_body_size
+
+from addons import wire
+from policy import config as configuration
+from policy import decision as rules
+from policy.decision import Decision
+from policy.errors import render, request_id
+from policy.gate import Allowed, UploadGate, UploadRequest
+from policy.glance import GlanceClient
+from policy.identity import KeystoneClient, TokenCache, TokenValidator
+from policy.routes import Route, classify
+
+log = logging.getLogger("glance_gate")
+
+# Proxy options the policy relies on; see README "Security".
+SAFE_OPTIONS = {
+    "http2": False,  # HTTP/2 bodies without a length reach an HTTP/1 upstream unframed
+    "http3": False,
+    "connection_strategy": "lazy",  # no upstream connection for a refused request
+}
+
+
+class UploadStream:
+    """The stream callable of an allowed upload: counts bytes, and cuts the
+    upload the moment it breaks a rule that only the body can reveal."""
+
+    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, allowed: Allowed):
+        self.gate, self.flow, self.allowed = gate, flow, allowed
+        self.transferred = 0
+        self.cut = False
+
+    def __call__(self, data: bytes) -> bytes | list[bytes]:
+        if self.cut:
+            return []
+        if not data:  # end of body
+            if self.transferred == 0:
+                self._cut(rules.empty_body())
+            return []  # never b"": to a chunked upstream it is the terminating chunk
+        self.transferred += len(data)
+        if refusal := self.allowed.check_transferred(self.transferred):
+            self._cut(refusal)
+            return []
+        return data
+
+    def _cut(self, refusal: Decision) -> None:
+        self.cut = True
+        self.gate.refuse(self.flow, refusal, mid_stream=True)
+
+
+class GlanceGate:
+    def __init__(self) -> None:
+        self.config: configuration.Config | None = None
+        self.gate: UploadGate | None = None
+
+    def load(self, loader) -> None:
+        loader.add_option("glance_gate_config", str, "",
+                          "Path to glance-gate's config.toml.")
+
+    def configure(self, updated: set[str]) -> None:
+        if "glance_gate_config" in updated:
+            if not ctx.options.glance_gate_config:
+                raise exceptions.OptionsError("glance_gate_config: set it to the path of config.toml")
+            try:
+                self.config = configuration.load(ctx.options.glance_gate_config)
+            except configuration.ConfigError as e:
+                raise exceptions.OptionsError(f"glance-gate config: {e}") from None
+            self.gate = build_gate(self.config)
+        unsafe = {k: v for k, v in SAFE_OPTIONS.items() if getattr(ctx.options, k) != v}
+        if unsafe:
+            ctx.options.update(**unsafe)
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        route = classify(flow.request.method, flow.request.path)
+        if not route.is_upload:
+            flow.request.stream = True
+            return
+        wire.hold_client(flow)
+        started = time.monotonic()
+        verdict = await self._decide(flow, route)
+        flow.metadata["glance_gate"] = {"route": route, "decided_in": time.monotonic() - started}
+        if isinstance(verdict, Decision):
+            self.refuse(flow, verdict)
+            return
+        log.info("upload allowed: image=%s user=%s project=%s",
+                 route.image_id, verdict.identity.user_id, verdict.identity.project_id)
+        flow.request.stream = UploadStream(self, flow, verdict)
+        wire.release_client(flow)
+
+    async def _decide(self, flow: http.HTTPFlow, route: Route) -> Decision | Allowed:
+        assert self.gate
+        headers = flow.request.headers
+        size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
+        return await self.gate.decide(UploadRequest(
+            route=route,
+            tokens=headers.get_all("x-auth-token"),
+            content_type=headers.get("content-type"),
+            content_length=size if size is not None and size >= 0 else None,
+            chunked=size is None,
+        ))
+
+    def responseheaders(self, flow: http.HTTPFlow) -> None:
+        assert flow.response
+        flow.response.stream = True
+
+    def refuse(self, flow: http.HTTPFlow, refusal: Decision, mid_stream: bool = False) -> None:
+        assert self.config
+        headers, body = render(refusal, self.config.keystone.url, request_id())
+        log.info("upload refused: %s %s -> %d %s", flow.request.method, flow.request.path,
+                 refusal.status, refusal.reason)
+        if mid_stream:
+            wire.abort(flow, refusal.status, headers, body)
+        else:
+            flow.request.headers.pop("expect", None)  # no 100 Continue for a refusal
+            wire.refuse(flow, refusal.status, headers, body)
+
+
+def build_gate(config: configuration.Config) -> UploadGate:
+    keystone = KeystoneClient(config.keystone)
+    return UploadGate(
+        config,
+        TokenValidator(keystone, TokenCache(config.keystone.cache_seconds)),
+        GlanceClient(config.gateway.upstream, keystone.service_token,
+                     timeout=config.upstream_timeout_seconds),
+    )
+
+
+addons = [GlanceGate()]

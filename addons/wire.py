@@ -1,0 +1,73 @@
+"""The only place that reaches into mitmproxy's connection internals.
+
+mitmproxy 12 has no public way to answer a request before its body is read, nor
+to cut a streamed request so that the upstream sees an *incomplete* message:
+- a response set in `requestheaders` is sent only after the whole body is buffered;
+- a killed or raising stream hands the upstream a truncated but well-formed body.
+So these helpers work on the asyncio transports of the flow's connection handler.
+tests/test_wire.py pins this behaviour to the pinned mitmproxy version.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+from mitmproxy import ctx, http
+from mitmproxy.net.http.http1 import assemble_response
+
+
+def _transports(flow: http.HTTPFlow):
+    handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+    return handler, (handler.transports if handler else {})
+
+
+def _transport(flow: http.HTTPFlow, conn) -> asyncio.Transport | None:
+    _, transports = _transports(flow)
+    io = transports.get(conn)
+    return io.writer.transport if io and io.writer else None
+
+
+def hold_client(flow: http.HTTPFlow) -> None:
+    """Stop reading the client's socket: while the decision is pending, body
+    bytes stay in the kernel's buffers instead of queueing in the proxy."""
+    if transport := _transport(flow, flow.client_conn):
+        transport.pause_reading()
+
+
+def release_client(flow: http.HTTPFlow) -> None:
+    if (transport := _transport(flow, flow.client_conn)) and not transport.is_closing():
+        transport.resume_reading()
+
+
+def _raw(status: int, headers: dict[str, str], body: bytes) -> bytes:
+    return assemble_response(http.Response.make(status, body, headers))
+
+
+def refuse(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
+    """Answer from `requestheaders`, before any body byte is read, then close.
+
+    The caller must drop `Expect: 100-continue` from the request first, or
+    mitmproxy sends `100 Continue` after the hook."""
+    if transport := _transport(flow, flow.client_conn):
+        transport.write(_raw(status, headers, body))
+    # Killing the flow makes mitmproxy close the client connection, sending
+    # nothing of its own and never opening one to the upstream.
+    flow.kill()
+
+
+def abort(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
+    """Cut a request whose body is being streamed upstream.
+
+    The upstream connection is torn down first, from inside the stream
+    callback, so no later chunk (above all the terminating one) can follow:
+    Glance sees a dropped connection, never a shorter well-formed body. Then
+    the client gets the status and the connection is closed."""
+    handler, transports = _transports(flow)
+    if (server := _transport(flow, flow.server_conn)) is not None:
+        server.abort()
+    if (client := _transport(flow, flow.client_conn)) is not None and not client.is_closing():
+        client.write(_raw(status, headers, body))
+    if handler and flow.client_conn in transports:
+        # Marks the client closed, so mitmproxy adds no 502 of its own when it
+        # notices the upstream is gone; the pending write is flushed on close.
+        handler.close_connection(flow.client_conn)

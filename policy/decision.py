@@ -1,0 +1,93 @@
+"""The upload rules of the spec's status table, as pure functions of plain values.
+
+Each rule returns a Decision to refuse, or None to go on. The order the rules
+run in lives in policy.gate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from policy.config import UNLIMITED
+
+OCTET_STREAM = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class Decision:
+    status: int
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class Identity:
+    user_id: str
+    project_id: str
+    roles: frozenset[str]
+    expires_at: float  # epoch seconds
+
+
+@dataclass(frozen=True)
+class Image:
+    id: str
+    owner: str | None
+    status: str
+    disk_format: str | None
+    container_format: str | None
+
+
+def bad_id(image_id: str) -> Decision:
+    return Decision(400, "bad_id", f"Image id {image_id[:64]!r} is not a UUID.")
+
+
+def bad_token(detail: str) -> Decision:
+    return Decision(401, "token", f"The request you have made requires authentication: {detail}.")
+
+
+def unavailable(dependency: str, detail: str) -> Decision:
+    return Decision(503, "upstream_unavailable",
+                    f"{dependency} is unavailable, so the upload cannot be checked: {detail}.")
+
+
+def check_media_type(content_type: str | None) -> Decision | None:
+    media_type = (content_type or "").split(";", 1)[0].strip().lower()
+    if media_type == OCTET_STREAM:
+        return None
+    shown = media_type or "none"
+    return Decision(415, "content_type",
+                    f"Content-Type {shown!r} is not supported; image data must be {OCTET_STREAM}.")
+
+
+def check_body(content_length: int | None, chunked: bool) -> Decision | None:
+    """An upload with no body: Content-Length 0, or neither a length nor chunking."""
+    if chunked or (content_length or 0) > 0:
+        return None
+    return empty_body()
+
+
+def empty_body() -> Decision:
+    return Decision(500, "empty_body", "The image data is empty; an upload must carry data.")
+
+
+def check_image(image: Image | None, caller: Identity, admin_roles: frozenset[str]) -> Decision | None:
+    if image is None or image.status in ("deleted", "pending_delete"):
+        return Decision(404, "not_found", "No image found with that id.")
+    if image.owner != caller.project_id and not (caller.roles & admin_roles):
+        return Decision(403, "forbidden",
+                        "Only the image owner's project, or an admin, may upload image data.")
+    if not image.disk_format or not image.container_format:
+        return Decision(400, "formats",
+                        "The image's disk_format and container_format must be set before data is uploaded.")
+    if image.status != "queued":
+        return Decision(409, "status",
+                        f"Image status is {image.status!r}; data can only be uploaded to a 'queued' image.")
+    return None
+
+
+def check_quota(size: int, usage: int, limit: int) -> Decision | None:
+    if limit == UNLIMITED or usage + size <= limit:
+        return None
+    return Decision(413, "quota",
+                    f"The upload would exceed the project's storage quota: "
+                    f"{usage} of {limit} bytes are already used.")

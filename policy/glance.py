@@ -1,0 +1,59 @@
+"""What the gateway asks Glance before it lets an upload through."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+
+from policy.decision import Image
+from policy.identity.keystone import InvalidToken, Unavailable
+
+# Statuses whose data no longer counts against the owner's quota.
+NOT_STORED = frozenset({"deleted", "killed", "pending_delete"})
+
+
+class GlanceClient:
+    def __init__(self, url: str, service_token: Callable[[], Awaitable[str]],
+                 timeout: float, client: httpx.AsyncClient | None = None):
+        self.url = url
+        self._service_token = service_token
+        self._http = client or httpx.AsyncClient(timeout=timeout)
+
+    async def _get(self, path: str, token: str, params=None) -> httpx.Response:
+        try:
+            response = await self._http.get(self.url + path, params=params,
+                                            headers={"X-Auth-Token": token, "Accept": "application/json"})
+        except httpx.HTTPError as e:
+            raise Unavailable("glance", f"{type(e).__name__}: {e}") from None
+        if response.status_code >= 500:
+            raise Unavailable("glance", f"answered {response.status_code}")
+        return response
+
+    async def image(self, image_id: str, token: str) -> Image | None:
+        """The image as the caller sees it, so Glance's visibility rules apply;
+        None when the caller cannot see it."""
+        response = await self._get(f"/v2/images/{image_id}", token)
+        if response.status_code == 401:
+            raise InvalidToken("Glance refused the token")
+        if response.status_code in (403, 404):
+            return None
+        if response.status_code != 200:
+            raise Unavailable("glance", f"image lookup answered {response.status_code}")
+        body = response.json()
+        return Image(id=body["id"], owner=body.get("owner"), status=body["status"],
+                     disk_format=body.get("disk_format"), container_format=body.get("container_format"))
+
+    async def usage(self, project_id: str) -> int:
+        """Bytes stored by the project's images, read with the gateway's own identity."""
+        total, path = 0, "/v2/images"
+        params = {"owner": project_id, "visibility": "all", "limit": 1000}
+        while path:
+            response = await self._get(path, await self._service_token(), params)
+            if response.status_code != 200:
+                raise Unavailable("glance", f"image list answered {response.status_code}")
+            body = response.json()
+            total += sum(image.get("size") or 0 for image in body["images"]
+                         if image["status"] not in NOT_STORED)
+            path, params = body.get("next"), None  # `next` carries its own query
+        return total
