@@ -1,0 +1,146 @@
+"""Fast tests of policy/ with plain values: no proxy, no network."""
+
+from __future__ import annotations
+
+import pytest
+
+from policy import config as configuration
+from policy.decision import Identity, Image, check_body, check_image, check_media_type, check_quota
+from policy.identity.cache import TokenCache
+from policy.routes import DOWNLOAD, OTHER, STAGE, UPLOAD, classify, is_uuid
+
+ID = "0cb9328d-dd8c-41bb-b378-404b854b93b9"
+ALICE = Identity("u1", "projA", frozenset({"member"}), expires_at=10_000)
+ADMIN = Identity("u0", "admin", frozenset({"admin", "member"}), expires_at=10_000)
+
+
+@pytest.mark.parametrize("method, path, kind", [
+    ("PUT", f"/v2/images/{ID}/file", UPLOAD),
+    ("PUT", f"/v2/images/{ID}/stage", STAGE),
+    ("GET", f"/v2/images/{ID}/file", DOWNLOAD),
+    ("PUT", f"/v2/images/{ID}/file?x=1", UPLOAD),
+    ("PUT", f"//v2//images/{ID}/file/", UPLOAD),
+    ("PUT", f"/v2/./images/x/../{ID}/file", UPLOAD),
+    ("PUT", f"/v2/images/{ID}%2Ffile", UPLOAD),
+    ("PUT", f"/v2/images/{ID}/%66ile", UPLOAD),
+    ("PUT", f"/V2/IMAGES/{ID}/FILE", UPLOAD),
+    ("PUT", f"/v2/images/{ID}/file;p=1", UPLOAD),
+    ("POST", f"/v2/images/{ID}/file", OTHER),
+    ("GET", "/v2/images", OTHER),
+    ("PUT", f"/v2/images/{ID}", OTHER),
+])
+def test_classify(method, path, kind):
+    route = classify(method, path)
+    assert route.kind == kind
+    if kind != OTHER:
+        assert route.image_id.lower() == ID
+
+
+def test_is_uuid():
+    assert is_uuid(ID) and is_uuid(ID.upper())
+    assert not any(map(is_uuid, ["", "x", ID[:-1], ID + "0", ID.replace("-", ""), "{" + ID + "}"]))
+
+
+@pytest.mark.parametrize("value, ok", [
+    ("application/octet-stream", True), ("APPLICATION/Octet-Stream", True),
+    ("application/octet-stream; charset=x", True), (None, False), ("", False),
+    ("text/plain", False), ("application/octet-streamx", False),
+])
+def test_media_type(value, ok):
+    assert (check_media_type(value) is None) == ok
+    if not ok:
+        assert check_media_type(value).status == 415
+
+
+def test_empty_body():
+    assert check_body(0, chunked=False).status == 500
+    assert check_body(None, chunked=False).status == 500
+    assert check_body(None, chunked=True) is None
+    assert check_body(1, chunked=False) is None
+
+
+def image(**kw) -> Image:
+    return Image(**{"id": ID, "owner": "projA", "status": "queued",
+                    "disk_format": "raw", "container_format": "bare", **kw})
+
+
+@pytest.mark.parametrize("img, who, status", [
+    (None, ALICE, 404),
+    (image(status="deleted"), ALICE, 404),
+    (image(owner="projB"), ALICE, 403),
+    (image(owner="projB"), ADMIN, None),
+    (image(disk_format=None), ALICE, 400),
+    (image(container_format=None), ALICE, 400),
+    (image(status="active"), ALICE, 409),
+    (image(status="saving"), ALICE, 409),
+    (image(), ALICE, None),
+])
+def test_check_image(img, who, status):
+    d = check_image(img, who, frozenset({"admin"}))
+    assert (d.status if d else None) == status
+
+
+def test_quota():
+    assert check_quota(10, 90, 100) is None
+    assert check_quota(11, 90, 100).status == 413
+    assert check_quota(10**15, 10**15, configuration.UNLIMITED) is None
+
+
+def test_token_cache_never_outlives_the_token():
+    now = [1000.0]
+    cache = TokenCache(cache_seconds=300, timer=lambda: now[0])
+    short = Identity("u", "p", frozenset(), expires_at=1010)
+    cache.put("t", short)
+    assert cache.get("t") == short
+    now[0] = 1011
+    assert cache.get("t") is None
+    cache.put("t2", Identity("u", "p", frozenset(), expires_at=99_999))
+    now[0] = 1011 + 301
+    assert cache.get("t2") is None
+
+
+def config_text(**over) -> dict:
+    data = {
+        "gateway": {"listen": "127.0.0.1:9393", "upstream": "http://127.0.0.1:9292",
+                    "metrics": "127.0.0.1:9394"},
+        "keystone": {"url": "http://127.0.0.1:5000", "username": "gw", "password": "p",
+                     "project": "service"},
+        "quota": {"default_bytes": 100},
+    }
+    for dotted, value in over.items():
+        section, key = dotted.split("__")
+        data.setdefault(section, {})[key] = value
+    return data
+
+
+def test_config_defaults():
+    c = configuration.parse(config_text())
+    assert c.keystone.cache_seconds == 300
+    assert c.admin_roles == {"admin"}
+    assert c.quota.limit_for("any") == 100
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"gateway__listen": "nohost"}, "gateway.listen"),
+    ({"gateway__upstream": "ftp://x"}, "gateway.upstream"),
+    ({"keystone__cache_seconds": 0}, "keystone.cache_seconds"),
+    ({"keystone__cache_seconds": True}, "keystone.cache_seconds"),
+    ({"quota__default_bytes": -2}, "quota.default_bytes"),
+    ({"policy__admin_roles": "admin"}, "policy.admin_roles"),
+])
+def test_config_errors_name_the_key(over, key):
+    with pytest.raises(configuration.ConfigError, match=key.replace(".", r"\.")):
+        configuration.parse(config_text(**over))
+
+
+def test_config_missing_key():
+    data = config_text()
+    del data["keystone"]["password"]
+    with pytest.raises(configuration.ConfigError, match=r"keystone\.password is required"):
+        configuration.parse(data)
+
+
+def test_example_config_is_valid():
+    from pathlib import Path
+    c = configuration.load(Path(__file__).parent.parent / "config.toml")
+    assert c.gateway.listen_port == 9393
