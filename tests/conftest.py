@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import pytest
@@ -142,8 +143,9 @@ class Gateway:
         return self.log.read_text()
 
 
-def start_gateway(tmp: Path, stack: Stack, *, mitmdump: bool = False, **config) -> Gateway:
-    port = free_port()
+def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
+                  mitmdump: bool = False, **config) -> Gateway:
+    port = port or free_port()
     conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, **config)
     log = tmp / f"gateway-{port}.log"
     bindir = Path(sys.executable).parent
@@ -171,8 +173,15 @@ def stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def gateway(stack, tmp_path_factory) -> Gateway:
-    """The gateway under test; projB has a small quota, everyone else none."""
-    gw = start_gateway(tmp_path_factory.mktemp("gw"), stack,
+    """The gateway under test, at the image endpoint of the Keystone catalog.
+    projB has a small quota, everyone else none."""
+    port = urlsplit(stack.cloud["gateway_url"]).port
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        pytest.fail(f"port {port} is taken: stop the demo gateway (scripts/demo stop) first")
+    except OSError:
+        pass
+    gw = start_gateway(tmp_path_factory.mktemp("gw"), stack, port=port,
                        quota={stack.user("userB")["project_id"]: QUOTA_B})
     yield gw
     stop(gw.proc)

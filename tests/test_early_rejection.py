@@ -1,0 +1,113 @@
+"""Refusals happen before the body: with Expect: 100-continue no `100 Continue`
+is sent; without it the gateway answers and closes instead of reading on.
+These speak raw HTTP/1.1 on a socket, to see exactly what crosses the wire."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import socket
+import subprocess
+import time
+import uuid
+from urllib.parse import urlsplit
+
+from tests.conftest import curl
+
+MiB = 1024 * 1024
+
+
+def connect(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+
+def head(image_id: str, token: str, length: int, expect: bool) -> bytes:
+    lines = [f"PUT /v2/images/{image_id}/file HTTP/1.1", "Host: glance",
+             f"X-Auth-Token: {token}", "Content-Type: application/octet-stream",
+             f"Content-Length: {length}"]
+    if expect:
+        lines.append("Expect: 100-continue")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data
+
+
+def test_expect_refusal_sends_no_100_continue_and_closes(stack, gateway):
+    image_id = stack.create_image()
+    with connect(gateway.url) as sock:
+        sock.sendall(head(image_id, "bad-token", 1024**3, expect=True))
+        reply = read_all(sock)  # returns only because the gateway closed
+    assert reply.startswith(b"HTTP/1.1 401 "), reply
+    assert b"100 Continue" not in reply
+    assert b"connection: close" in reply.lower()
+    stack.assert_untouched(image_id)
+
+
+def test_expect_allowed_gets_100_continue_then_204(stack, gateway):
+    image_id = stack.create_image()
+    data = os.urandom(MiB)
+    with connect(gateway.url) as sock:
+        sock.sendall(head(image_id, stack.token("userA"), len(data), expect=True))
+        interim = sock.recv(65536)
+        assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
+        sock.sendall(data)
+        final = sock.recv(65536)
+    assert final.startswith(b"HTTP/1.1 204"), final
+    assert stack.image(image_id)["checksum"] == hashlib.md5(data).hexdigest()
+
+
+def test_refusal_without_expect_answers_then_closes_unread(stack, gateway):
+    """A client that pushes a 1 GiB body anyway gets its 413 and a closed
+    connection long before it could have sent the body."""
+    image_id = stack.create_image(user="userB")
+    total = 1024**3
+    sent = 0
+    with connect(gateway.url) as sock:
+        sock.sendall(head(image_id, stack.token("userB"), total, expect=False))
+        chunk = b"\0" * MiB
+        try:
+            while sent < total:
+                sent += sock.send(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+        try:
+            reply = read_all(sock)
+        except ConnectionResetError:
+            reply = b"reset"
+    assert sent < total // 4, f"the gateway took {sent} body bytes of a refused upload"
+    assert reply.startswith(b"HTTP/1.1 413 "), reply[:200]
+    stack.assert_untouched(image_id)
+
+
+def test_curl_gets_the_refusal_without_sending_the_body(stack, gateway, tmp_path):
+    image_id = stack.create_image()
+    big = tmp_path / "big.img"
+    with big.open("wb") as f:
+        f.truncate(256 * MiB)
+    out = subprocess.run(
+        [curl(), "-sS", "-o", "/dev/null", "-w", "%{http_code} %{size_upload}",
+         "-X", "PUT", "-T", str(big), "-H", "Content-Type: application/octet-stream",
+         "-H", "X-Auth-Token: nope", f"{gateway.url}/v2/images/{image_id}/file"],
+        capture_output=True, text=True, timeout=60)
+    code, uploaded = out.stdout.split()
+    assert code == "401", out
+    assert int(float(uploaded)) == 0, out  # curl sends Expect: 100-continue for large bodies
+    stack.assert_untouched(image_id)
+
+
+def test_keep_alive_connection_serves_next_request_after_upload(stack, gateway):
+    """An allowed upload leaves the connection usable: the pause on reading is lifted."""
+    image_id = stack.create_image()
+    with connect(gateway.url) as sock:
+        sock.sendall(head(image_id, stack.token("userA"), 5, expect=False) + b"hello")
+        assert sock.recv(65536).startswith(b"HTTP/1.1 204")
+        sock.sendall(f"GET /v2/images/{image_id} HTTP/1.1\r\nHost: g\r\n"
+                     f"X-Auth-Token: {stack.token('userA')}\r\n\r\n".encode())
+        time.sleep(0.5)
+        assert sock.recv(65536).startswith(b"HTTP/1.1 200")
