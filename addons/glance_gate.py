@@ -98,6 +98,8 @@ class GlanceGate:
             return
         log.info("upload allowed: image=%s user=%s project=%s",
                  route.image_id, verdict.identity.user_id, verdict.identity.project_id)
+        # Media types are case-insensitive, Glance's check is not: forward the canonical form.
+        flow.request.headers["content-type"] = rules.OCTET_STREAM
         flow.request.stream = UploadStream(self, flow, verdict)
         wire.release_client(flow)
 

@@ -23,6 +23,9 @@ CONFDIR = os.environ.get("GLANCE_GATE_CONFDIR", "~/.glance-gate")
 
 def make_master(config_path: str, config: configuration.Config) -> master.Master:
     gw = config.gateway
+    # As mitmdump does: records reach the termlog handler, which filters by verbosity.
+    logging.getLogger().setLevel(logging.DEBUG)
+    sys.stdout.reconfigure(line_buffering=True)
     opts = options.Options(confdir=CONFDIR)
     m = master.Master(opts, with_termlog=True)
     m.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
@@ -56,5 +59,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    logging.basicConfig(level=logging.INFO)
     sys.exit(main())

@@ -30,8 +30,14 @@ def _transport(flow: http.HTTPFlow, conn) -> asyncio.Transport | None:
 def hold_client(flow: http.HTTPFlow) -> None:
     """Stop reading the client's socket: while the decision is pending, body
     bytes stay in the kernel's buffers instead of queueing in the proxy."""
-    if transport := _transport(flow, flow.client_conn):
-        transport.pause_reading()
+    _, transports = _transports(flow)
+    io = transports.get(flow.client_conn)
+    if not io or not io.writer or not isinstance(io.reader, asyncio.StreamReader):
+        return
+    io.writer.transport.pause_reading()
+    # A StreamReader that paused the transport for its own flow control resumes
+    # it once drained, which would undo this hold: make it forget that pause.
+    io.reader._paused = False
 
 
 def release_client(flow: http.HTTPFlow) -> None:
@@ -50,8 +56,9 @@ def refuse(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: byte
     mitmproxy sends `100 Continue` after the hook."""
     if transport := _transport(flow, flow.client_conn):
         transport.write(_raw(status, headers, body))
-    # Killing the flow makes mitmproxy close the client connection, sending
-    # nothing of its own and never opening one to the upstream.
+        transport.close()  # flushes the answer first
+    # Killing the flow stops mitmproxy from sending anything of its own or
+    # ever opening a connection to the upstream.
     flow.kill()
 
 

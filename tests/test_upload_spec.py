@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import threading
+import time
 import uuid
 
 import httpx
@@ -151,7 +152,10 @@ def test_410_image_deleted_during_upload_passes_through(stack, gw_http):
 
     def delete_midway():
         assert first_part_sent.wait(30)
-        # Glance sets `saving` when the data starts; give it the first bytes.
+        deadline = time.monotonic() + 30
+        while stack.image(image_id)["status"] != "saving":  # Glance has begun storing
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
         stack.delete_image(image_id)
         deleted.set()
 
