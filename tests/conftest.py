@@ -77,10 +77,13 @@ class Stack:
                              headers={"X-Auth-Token": self.token(user)})
         assert r.status_code == 204, r.text
 
-    def assert_untouched(self, image_id: str, settle: float = 0.0) -> None:
-        """The refused upload left no trace at Glance: still queued, no data."""
-        time.sleep(settle)
-        image = self.image(image_id)
+    def assert_untouched(self, image_id: str, cut: bool = False) -> None:
+        """The refused upload left no trace at Glance: still queued, no data.
+        cut: the upload was cut mid-stream, so Glance had begun (`saving`) and
+        learns of the dropped connection on its own time: wait up to 10 s."""
+        deadline = time.monotonic() + (10 if cut else 0)
+        while (image := self.image(image_id))["status"] == "saving" and time.monotonic() < deadline:
+            time.sleep(0.1)
         assert (image["status"], image["size"]) == ("queued", None), image
 
 
