@@ -9,7 +9,6 @@ import os
 import socket
 import subprocess
 import time
-import uuid
 from urllib.parse import urlsplit
 
 from tests.conftest import curl

@@ -7,7 +7,6 @@ import json
 import os
 import subprocess
 
-import httpx
 
 MiB = 1024 * 1024
 

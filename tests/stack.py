@@ -1,0 +1,171 @@
+"""The cloud-in-a-box as tests, the demo and the benchmarks see it: tokens,
+Glance looked at directly, and glance-gate processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+STATE = Path(os.environ.get("GLANCE_GATE_STATE", REPO / ".state"))
+
+
+def load_cloud() -> dict:
+    path = STATE / "cloud.json"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `scripts/cloud up` first (scripts/test does)")
+    return json.loads(path.read_text())
+
+
+class Stack:
+    """The test's view of the cloud: tokens, and Glance as seen directly."""
+
+    def __init__(self, cloud: dict):
+        self.cloud = cloud
+        self.keystone = cloud["keystone_url"].removesuffix("/v3")
+        self.glance = cloud["glance_url"]
+        self.http = httpx.Client(timeout=60)
+        self._tokens: dict[str, str] = {}
+
+    def user(self, name: str) -> dict:
+        return self.cloud["users"][name]
+
+    def token(self, name: str) -> str:
+        if name not in self._tokens:
+            self._tokens[name] = self.new_token(name)
+        return self._tokens[name]
+
+    def new_token(self, name: str) -> str:
+        u = self.user(name)
+        body = {"auth": {
+            "identity": {"methods": ["password"], "password": {"user": {
+                "name": u["username"], "password": u["password"], "domain": {"name": "Default"}}}},
+            "scope": {"project": {"name": u["project"], "domain": {"name": "Default"}}}}}
+        r = self.http.post(f"{self.keystone}/v3/auth/tokens?nocatalog", json=body)
+        assert r.status_code == 201, r.text
+        return r.headers["X-Subject-Token"]
+
+    def create_image(self, user: str = "userA", formats: bool = True, **props) -> str:
+        body = {"name": f"test-{time.monotonic_ns()}", **props}
+        if formats:
+            body.update(disk_format="raw", container_format="bare")
+        r = self.http.post(f"{self.glance}/v2/images", json=body,
+                           headers={"X-Auth-Token": self.token(user)})
+        assert r.status_code == 201, r.text
+        return r.json()["id"]
+
+    def image(self, image_id: str) -> dict:
+        r = self.http.get(f"{self.glance}/v2/images/{image_id}",
+                          headers={"X-Auth-Token": self.token("admin")})
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    def delete_image(self, image_id: str, user: str = "userA") -> None:
+        r = self.http.delete(f"{self.glance}/v2/images/{image_id}",
+                             headers={"X-Auth-Token": self.token(user)})
+        assert r.status_code == 204, r.text
+
+    def assert_untouched(self, image_id: str, cut: bool = False) -> None:
+        """The refused upload left no trace at Glance: still queued, no data.
+        cut: the upload was cut mid-stream, so Glance had begun (`saving`) and
+        learns of the dropped connection on its own time: wait up to 10 s."""
+        deadline = time.monotonic() + (10 if cut else 0)
+        while (image := self.image(image_id))["status"] == "saving" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert (image["status"], image["size"]) == ("queued", None), image
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise RuntimeError(f"gateway did not listen on {port} within {timeout}s:\n{log.read_text()}")
+
+
+def write_config(path: Path, stack: Stack, *, port: int, upstream: str | None = None,
+                 keystone: str | None = None, quota: dict[str, int] | None = None) -> Path:
+    gw = stack.user("gateway")
+    quota = quota or {}
+    lines = [
+        "[gateway]",
+        f'listen = "127.0.0.1:{port}"',
+        f'upstream = "{upstream or stack.glance}"',
+        f'metrics = "127.0.0.1:{free_port()}"',
+        "upstream_timeout_seconds = 10",
+        "[keystone]",
+        f'url = "{keystone or stack.keystone}"',
+        f'username = "{gw["username"]}"',
+        f'password = "{gw["password"]}"',
+        f'project = "{gw["project"]}"',
+        "timeout_seconds = 3",
+        "[policy]",
+        'admin_roles = ["admin"]',
+        "[quota]",
+        "default_bytes = -1",
+        "[quota.projects]",
+        *(f'"{pid}" = {limit}' for pid, limit in quota.items()),
+    ]
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+class Gateway:
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path):
+        self.url, self.proc, self.log = url, proc, log
+
+    def log_text(self) -> str:
+        return self.log.read_text()
+
+
+def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
+                  mitmdump: bool = False, **config) -> Gateway:
+    port = port or free_port()
+    conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, **config)
+    log = tmp / f"gateway-{port}.log"
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir")}
+    if mitmdump:
+        upstream = config.get("upstream") or stack.glance
+        cmd = [str(bindir / "mitmdump"), "--mode", f"reverse:{upstream}@127.0.0.1:{port}",
+               "--set", f"confdir={tmp / 'confdir'}", "-q",
+               "-s", str(REPO / "addons" / "glance_gate.py"), "--set", f"glance_gate_config={conf}"]
+    else:
+        cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    wait_port(port, proc, log)
+    return Gateway(f"http://127.0.0.1:{port}", proc, log)
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def curl() -> str:
+    path = shutil.which("curl")
+    assert path, "curl is required"
+    return path
