@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -73,6 +74,14 @@ class Stack:
                              headers={"X-Auth-Token": self.token(user)})
         assert r.status_code == 204, r.text
 
+    def openrc(self, name: str) -> dict[str, str]:
+        """The OS_* environment of the openstack CLI for one of the seeded users."""
+        u = self.user(name)
+        return {"OS_AUTH_URL": self.cloud["keystone_url"], "OS_IDENTITY_API_VERSION": "3",
+                "OS_USERNAME": u["username"], "OS_PASSWORD": u["password"],
+                "OS_PROJECT_NAME": u["project"], "OS_USER_DOMAIN_NAME": "Default",
+                "OS_PROJECT_DOMAIN_NAME": "Default", "OS_INTERFACE": "public"}
+
     def assert_untouched(self, image_id: str, cut: bool = False) -> None:
         """The refused upload left no trace at Glance: still queued, no data.
         cut: the upload was cut mid-stream, so Glance had begun (`saving`) and
@@ -89,17 +98,19 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_port(port: int, proc: subprocess.Popen, log: Path, timeout: float = 30) -> None:
+def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None = None,
+              timeout: float = 30) -> None:
+    """Until something listens on the loopback port; fails early if proc exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log.read_text()}")
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {proc.returncode}:\n{log.read_text() if log else ''}")
         try:
             socket.create_connection(("127.0.0.1", port), timeout=0.5).close()
             return
         except OSError:
             time.sleep(0.1)
-    raise RuntimeError(f"gateway did not listen on {port} within {timeout}s:\n{log.read_text()}")
+    raise RuntimeError(f"nothing listens on {port} after {timeout}s:\n{log.read_text() if log else ''}")
 
 
 def write_config(path: Path, stack: Stack, *, port: int, upstream: str | None = None,
@@ -169,3 +180,24 @@ def curl() -> str:
     path = shutil.which("curl")
     assert path, "curl is required"
     return path
+
+
+def connect(url: str) -> socket.socket:
+    parts = urlsplit(url)
+    return socket.create_connection((parts.hostname, parts.port), timeout=10)
+
+
+def put_head(image_id: str, token: str, length: int, expect: bool) -> bytes:
+    lines = [f"PUT /v2/images/{image_id}/file HTTP/1.1", "Host: glance",
+             f"X-Auth-Token: {token}", "Content-Type: application/octet-stream",
+             f"Content-Length: {length}"]
+    if expect:
+        lines.append("Expect: 100-continue")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def read_all(sock: socket.socket) -> bytes:
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    return data

@@ -6,41 +6,18 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import time
-from urllib.parse import urlsplit
 
-from tests.conftest import curl
+from tests.stack import connect, curl, put_head, read_all
 
 MiB = 1024 * 1024
-
-
-def connect(url: str) -> socket.socket:
-    parts = urlsplit(url)
-    return socket.create_connection((parts.hostname, parts.port), timeout=10)
-
-
-def head(image_id: str, token: str, length: int, expect: bool) -> bytes:
-    lines = [f"PUT /v2/images/{image_id}/file HTTP/1.1", "Host: glance",
-             f"X-Auth-Token: {token}", "Content-Type: application/octet-stream",
-             f"Content-Length: {length}"]
-    if expect:
-        lines.append("Expect: 100-continue")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def read_all(sock: socket.socket) -> bytes:
-    data = b""
-    while chunk := sock.recv(65536):
-        data += chunk
-    return data
 
 
 def test_expect_refusal_sends_no_100_continue_and_closes(stack, gateway):
     image_id = stack.create_image()
     with connect(gateway.url) as sock:
-        sock.sendall(head(image_id, "bad-token", 1024**3, expect=True))
+        sock.sendall(put_head(image_id, "bad-token", 1024**3, expect=True))
         reply = read_all(sock)  # returns only because the gateway closed
     assert reply.startswith(b"HTTP/1.1 401 "), reply
     assert b"100 Continue" not in reply
@@ -52,7 +29,7 @@ def test_expect_allowed_gets_100_continue_then_204(stack, gateway):
     image_id = stack.create_image()
     data = os.urandom(MiB)
     with connect(gateway.url) as sock:
-        sock.sendall(head(image_id, stack.token("userA"), len(data), expect=True))
+        sock.sendall(put_head(image_id, stack.token("userA"), len(data), expect=True))
         interim = sock.recv(65536)
         assert interim.startswith(b"HTTP/1.1 100 Continue"), interim
         sock.sendall(data)
@@ -68,7 +45,7 @@ def test_refusal_without_expect_answers_then_closes_unread(stack, gateway):
     total = 1024**3
     sent = 0
     with connect(gateway.url) as sock:
-        sock.sendall(head(image_id, stack.token("userB"), total, expect=False))
+        sock.sendall(put_head(image_id, stack.token("userB"), total, expect=False))
         chunk = b"\0" * MiB
         try:
             while sent < total:
@@ -104,7 +81,7 @@ def test_keep_alive_connection_serves_next_request_after_upload(stack, gateway):
     """An allowed upload leaves the connection usable: the pause on reading is lifted."""
     image_id = stack.create_image()
     with connect(gateway.url) as sock:
-        sock.sendall(head(image_id, stack.token("userA"), 5, expect=False) + b"hello")
+        sock.sendall(put_head(image_id, stack.token("userA"), 5, expect=False) + b"hello")
         assert sock.recv(65536).startswith(b"HTTP/1.1 204")
         sock.sendall(f"GET /v2/images/{image_id} HTTP/1.1\r\nHost: g\r\n"
                      f"X-Auth-Token: {stack.token('userA')}\r\n\r\n".encode())

@@ -46,11 +46,7 @@ def test_openstack_cli_uploads_through_the_catalog(stack, gateway, openstack_cli
     catalog; the cloud-in-a-box registers the gateway there."""
     image = tmp_path / "cli.img"
     image.write_bytes(os.urandom(2 * MiB))
-    u = stack.user("userA")
-    env = {**os.environ, "OS_AUTH_URL": stack.cloud["keystone_url"], "OS_USERNAME": u["username"],
-           "OS_PASSWORD": u["password"], "OS_PROJECT_NAME": u["project"],
-           "OS_USER_DOMAIN_NAME": "Default", "OS_PROJECT_DOMAIN_NAME": "Default",
-           "OS_IDENTITY_API_VERSION": "3", "OS_INTERFACE": "public"}
+    env = {**os.environ, **stack.openrc("userA")}
     out = subprocess.run(
         [openstack_cli, "image", "create", "--file", str(image), "--disk-format", "raw",
          "--container-format", "bare", "-f", "json", "cli-upload"],
