@@ -16,6 +16,7 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http.http1 import expected_http_body_size
 
 from addons import wire
+from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from policy import config as configuration
 from policy import decision as rules
 from policy.decision import Decision
@@ -23,7 +24,7 @@ from policy.errors import render, request_id
 from policy.gate import Allowed, UploadGate, UploadRequest
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator
-from policy.routes import Route, classify
+from policy.routes import classify
 
 log = logging.getLogger("glance_gate")
 
@@ -39,27 +40,21 @@ class UploadStream:
     """The stream callable of an allowed upload: counts bytes, and cuts the
     upload the moment it breaks a rule that only the body can reveal."""
 
-    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, allowed: Allowed):
-        self.gate, self.flow, self.allowed = gate, flow, allowed
-        self.transferred = 0
-        self.cut = False
+    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, allowed: Allowed):
+        self.gate, self.flow, self.exchange, self.allowed = gate, flow, exchange, allowed
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
-        if self.cut:
+        if self.exchange.finished:
             return []
         if not data:  # end of body
-            if self.transferred == 0:
-                self._cut(rules.empty_body())
+            if self.exchange.transferred == 0:
+                self.gate.refuse(self.flow, self.exchange, rules.empty_body(), mid_stream=True)
             return []  # never b"": to a chunked upstream it is the terminating chunk
-        self.transferred += len(data)
-        if refusal := self.allowed.check_transferred(self.transferred):
-            self._cut(refusal)
+        self.exchange.transferred += len(data)
+        if refusal := self.allowed.check_transferred(self.exchange.transferred):
+            self.gate.refuse(self.flow, self.exchange, refusal, mid_stream=True)
             return []
         return data
-
-    def _cut(self, refusal: Decision) -> None:
-        self.cut = True
-        self.gate.refuse(self.flow, refusal, mid_stream=True)
 
 
 class GlanceGate:
@@ -85,50 +80,84 @@ class GlanceGate:
             ctx.options.update(**unsafe)
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        route = classify(flow.request.method, flow.request.path)
-        if not route.is_upload:
+        exchange = self._begin(flow)
+        if not exchange.route.is_upload:
             flow.request.stream = True
             return
         wire.hold_client(flow)
-        started = time.monotonic()
-        verdict = await self._decide(flow, route)
-        flow.metadata["glance_gate"] = {"route": route, "decided_in": time.monotonic() - started}
+        verdict = await self._decide(flow, exchange)
+        exchange.decision_seconds = time.monotonic() - exchange.started
         if isinstance(verdict, Decision):
-            self.refuse(flow, verdict)
+            self.refuse(flow, exchange, verdict)
             return
-        log.info("upload allowed: image=%s user=%s project=%s",
-                 route.image_id, verdict.identity.user_id, verdict.identity.project_id)
+        exchange.allowed = verdict
+        log.info("upload allowed: image=%s user=%s project=%s", exchange.route.image_id,
+                 verdict.identity.user_id, verdict.identity.project_id)
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
-        flow.request.stream = UploadStream(self, flow, verdict)
+        flow.request.stream = UploadStream(self, flow, exchange, verdict)
         wire.release_client(flow)
 
-    async def _decide(self, flow: http.HTTPFlow, route: Route) -> Decision | Allowed:
+    def _begin(self, flow: http.HTTPFlow) -> Exchange:
+        size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
+        exchange = Exchange(
+            route=classify(flow.request.method, flow.request.path),
+            method=flow.request.method,
+            client=flow.client_conn.peername[0] if flow.client_conn.peername else "",
+            request_id=request_id(),
+            declared=size if size is not None and size >= 0 else None,
+        )
+        flow.metadata["glance_gate"] = exchange
+        return exchange
+
+    async def _decide(self, flow: http.HTTPFlow, exchange: Exchange) -> Decision | Allowed:
         assert self.gate
         headers = flow.request.headers
-        size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
         return await self.gate.decide(UploadRequest(
-            route=route,
+            route=exchange.route,
             tokens=headers.get_all("x-auth-token"),
             content_type=headers.get("content-type"),
-            content_length=size if size is not None and size >= 0 else None,
-            chunked=size is None,
+            content_length=exchange.declared,
+            chunked=exchange.declared is None,
         ))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
         flow.response.stream = True
 
-    def refuse(self, flow: http.HTTPFlow, refusal: Decision, mid_stream: bool = False) -> None:
+    def response(self, flow: http.HTTPFlow) -> None:
+        exchange = flow.metadata.get("glance_gate")
+        if exchange and not exchange.finished and flow.response:
+            exchange.answer(flow.response.status_code)
+            self.finish(exchange)
+
+    def error(self, flow: http.HTTPFlow) -> None:
+        exchange = flow.metadata.get("glance_gate")
+        if not exchange or exchange.finished:
+            return
+        if flow.response is None and flow.server_conn.error:
+            exchange.fail(502, "upstream_unavailable", UPSTREAM)  # mitmproxy answers 502
+        else:
+            exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY)
+        self.finish(exchange)
+
+    def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Decision,
+               mid_stream: bool = False) -> None:
         assert self.config
-        headers, body = render(refusal, self.config.keystone.url, request_id())
-        log.info("upload refused: %s %s -> %d %s", flow.request.method, flow.request.path,
-                 refusal.status, refusal.reason)
+        headers, body = render(refusal, self.config.keystone.url, exchange.request_id)
+        exchange.refuse(refusal)
         if mid_stream:
             wire.abort(flow, refusal.status, headers, body)
         else:
             flow.request.headers.pop("expect", None)  # no 100 Continue for a refusal
             wire.refuse(flow, refusal.status, headers, body)
+        self.finish(exchange)
+
+    def finish(self, exchange: Exchange) -> None:
+        """Called exactly once per request, with its final status."""
+        if exchange.route.is_upload:
+            log.info("upload %s image=%s -> %d %s (%s)", exchange.request_id, exchange.route.image_id,
+                     exchange.status, exchange.reason, exchange.source)
 
 
 def build_gate(config: configuration.Config) -> UploadGate:

@@ -1,0 +1,53 @@
+"""One request's story, from its headers to its final status: what metrics,
+the audit trail and the quota ledger read when it finishes."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from policy.decision import Decision
+from policy.gate import Allowed
+from policy.routes import Route
+
+GATEWAY = "gateway"
+UPSTREAM = "upstream"
+CLIENT_CLOSED = 499  # nginx's code for a client that left before the answer
+
+
+@dataclass
+class Exchange:
+    route: Route
+    method: str
+    client: str
+    request_id: str
+    started: float = field(default_factory=time.monotonic)
+    wall_start: float = field(default_factory=time.time)
+    declared: int | None = None  # body bytes announced by Content-Length
+    transferred: int = 0  # body bytes forwarded upstream
+    decision_seconds: float | None = None
+    allowed: Allowed | None = None
+    status: int | None = None
+    reason: str = ""
+    source: str = ""
+    upstream_status: int | None = None
+    duration: float | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self.status is not None
+
+    def refuse(self, decision: Decision) -> None:
+        self._finish(decision.status, decision.reason, GATEWAY)
+
+    def answer(self, status: int) -> None:
+        """Glance's answer reached the client."""
+        self.upstream_status = status
+        self._finish(status, "ok" if status < 400 else "upstream", UPSTREAM)
+
+    def fail(self, status: int, reason: str, source: str) -> None:
+        self._finish(status, reason, source)
+
+    def _finish(self, status: int, reason: str, source: str) -> None:
+        self.status, self.reason, self.source = status, reason, source
+        self.duration = time.monotonic() - self.started
