@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 
 from policy.decision import Decision
-from policy.gate import Allowed
+from policy.gate import Verdict
 from policy.routes import Route
 
 GATEWAY = "gateway"
@@ -25,13 +25,26 @@ class Exchange:
     wall_start: float = field(default_factory=time.time)
     declared: int | None = None  # body bytes announced by Content-Length
     transferred: int = 0  # body bytes forwarded upstream
-    decision_seconds: float | None = None
-    allowed: Allowed | None = None
+    decision_seconds: float | None = None  # uploads only
+    forwarded_at: float | None = None  # when forwarding to Glance began
+    verdict: Verdict | None = None  # uploads only
     status: int | None = None
     reason: str = ""
     source: str = ""
     upstream_status: int | None = None
-    duration: float | None = None
+    ended: float | None = None
+
+    @property
+    def duration(self) -> float:
+        assert self.ended is not None
+        return self.ended - self.started
+
+    @property
+    def streaming_upload(self) -> bool:
+        return self.route.is_upload and self.forwarded_at is not None
+
+    def forward(self) -> None:
+        self.forwarded_at = time.monotonic()
 
     @property
     def finished(self) -> bool:
@@ -50,4 +63,4 @@ class Exchange:
 
     def _finish(self, status: int, reason: str, source: str) -> None:
         self.status, self.reason, self.source = status, reason, source
-        self.duration = time.monotonic() - self.started
+        self.ended = time.monotonic()

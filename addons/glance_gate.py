@@ -15,13 +15,14 @@ import time
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.net.http.http1 import expected_http_body_size
 
-from addons import wire
+from addons import metrics, wire
+from addons.audit import AuditTrail
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from policy import config as configuration
 from policy import decision as rules
 from policy.decision import Decision
 from policy.errors import render, request_id
-from policy.gate import Allowed, UploadGate, UploadRequest
+from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator
 from policy.routes import classify
@@ -40,8 +41,8 @@ class UploadStream:
     """The stream callable of an allowed upload: counts bytes, and cuts the
     upload the moment it breaks a rule that only the body can reveal."""
 
-    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, allowed: Allowed):
-        self.gate, self.flow, self.exchange, self.allowed = gate, flow, exchange, allowed
+    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, verdict: Verdict):
+        self.gate, self.flow, self.exchange, self.verdict = gate, flow, exchange, verdict
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if self.exchange.finished:
@@ -51,7 +52,7 @@ class UploadStream:
                 self.gate.refuse(self.flow, self.exchange, rules.empty_body(), mid_stream=True)
             return []  # never b"": to a chunked upstream it is the terminating chunk
         self.exchange.transferred += len(data)
-        if refusal := self.allowed.check_transferred(self.exchange.transferred):
+        if refusal := self.verdict.check_transferred(self.exchange.transferred):
             self.gate.refuse(self.flow, self.exchange, refusal, mid_stream=True)
             return []
         return data
@@ -61,6 +62,8 @@ class GlanceGate:
     def __init__(self) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
+        self.audit: AuditTrail | None = None
+        self.metrics = metrics.Metrics()
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
@@ -75,27 +78,41 @@ class GlanceGate:
             except configuration.ConfigError as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
             self.gate = build_gate(self.config)
+            self.metrics.serve(self.config)
+            if self.audit:
+                self.audit.close()
+            self.audit = AuditTrail(self.config.audit_path)
         unsafe = {k: v for k, v in SAFE_OPTIONS.items() if getattr(ctx.options, k) != v}
         if unsafe:
             ctx.options.update(**unsafe)
+
+    def running(self) -> None:
+        assert self.config
+        self.metrics.probe({"keystone": f"{self.config.keystone.url}/v3",
+                            "glance": f"{self.config.gateway.upstream}/versions"})
+
+    def done(self) -> None:
+        self.metrics.done()
+        if self.audit:
+            self.audit.close()
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self._begin(flow)
         if not exchange.route.is_upload:
             flow.request.stream = True
+            exchange.forward()
             return
         wire.hold_client(flow)
-        verdict = await self._decide(flow, exchange)
+        exchange.verdict = verdict = await self._decide(flow, exchange)
         exchange.decision_seconds = time.monotonic() - exchange.started
-        if isinstance(verdict, Decision):
-            self.refuse(flow, exchange, verdict)
+        if verdict.refusal:
+            self.refuse(flow, exchange, verdict.refusal)
             return
-        exchange.allowed = verdict
-        log.info("upload allowed: image=%s user=%s project=%s", exchange.route.image_id,
-                 verdict.identity.user_id, verdict.identity.project_id)
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
         flow.request.stream = UploadStream(self, flow, exchange, verdict)
+        exchange.forward()
+        metrics.forwarding(exchange)
         wire.release_client(flow)
 
     def _begin(self, flow: http.HTTPFlow) -> Exchange:
@@ -110,7 +127,7 @@ class GlanceGate:
         flow.metadata["glance_gate"] = exchange
         return exchange
 
-    async def _decide(self, flow: http.HTTPFlow, exchange: Exchange) -> Decision | Allowed:
+    async def _decide(self, flow: http.HTTPFlow, exchange: Exchange) -> Verdict:
         assert self.gate
         headers = flow.request.headers
         return await self.gate.decide(UploadRequest(
@@ -155,16 +172,16 @@ class GlanceGate:
 
     def finish(self, exchange: Exchange) -> None:
         """Called exactly once per request, with its final status."""
-        if exchange.route.is_upload:
-            log.info("upload %s image=%s -> %d %s (%s)", exchange.request_id, exchange.route.image_id,
-                     exchange.status, exchange.reason, exchange.source)
+        metrics.finished(exchange)
+        if exchange.route.is_upload and self.audit:
+            self.audit.write(exchange)
 
 
 def build_gate(config: configuration.Config) -> UploadGate:
     keystone = KeystoneClient(config.keystone)
     return UploadGate(
         config,
-        TokenValidator(keystone, TokenCache(config.keystone.cache_seconds)),
+        TokenValidator(keystone, TokenCache(config.keystone.cache_seconds), metrics.token_validated),
         GlanceClient(config.gateway.upstream, keystone.service_token,
                      timeout=config.upstream_timeout_seconds),
     )

@@ -52,6 +52,7 @@ class Config:
     admin_roles: frozenset[str]
     upstream_timeout_seconds: float
     quota: Quota
+    audit_path: str  # a file, or "-" for stdout
 
 
 class _Table:
@@ -123,7 +124,7 @@ def _bytes(table: _Table, key: str, value) -> int:
 
 def parse(data: dict) -> Config:
     root = _Table(data, "")
-    known = {"gateway", "keystone", "policy", "quota"}
+    known = {"gateway", "keystone", "policy", "quota", "audit"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]")
@@ -161,6 +162,7 @@ def parse(data: dict) -> Config:
         admin_roles=frozenset(roles),
         upstream_timeout_seconds=gw.positive("upstream_timeout_seconds", 30.0),
         quota=Quota(default_bytes, overrides),
+        audit_path=root.table("audit").text("path", "-"),
     )
 
 

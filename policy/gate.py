@@ -22,12 +22,17 @@ class UploadRequest:
     chunked: bool
 
 
-@dataclass(frozen=True)
-class Allowed:
-    identity: Identity
-    image: Image
-    usage: int  # bytes the owner project stored before this upload
-    limit: int  # its quota, or UNLIMITED
+@dataclass
+class Verdict:
+    """What the gate found out, step by step, and the refusal if any: the
+    audit trail wants the caller and the image even when the upload is refused."""
+
+    refusal: Decision | None = None
+    identity: Identity | None = None
+    image: Image | None = None
+    owner: str | None = None  # the project charged: the image owner's
+    usage: int = 0  # bytes the owner project stored before this upload
+    limit: int = UNLIMITED
 
     def check_transferred(self, transferred: int) -> Decision | None:
         """The quota rule again, for a body whose size shows only as it streams."""
@@ -38,28 +43,31 @@ class UploadGate:
     def __init__(self, config: Config, tokens: TokenValidator, glance: GlanceClient):
         self.config, self.tokens, self.glance = config, tokens, glance
 
-    async def decide(self, req: UploadRequest) -> Decision | Allowed:
+    async def decide(self, req: UploadRequest) -> Verdict:
+        verdict = Verdict()
         if not is_uuid(req.route.image_id):
-            return rules.bad_id(req.route.image_id)
+            verdict.refusal = rules.bad_id(req.route.image_id)
+            return verdict
         try:
-            return await self._decide(req)
+            verdict.refusal = await self._decide(req, verdict)
         except InvalidToken as e:
-            return rules.bad_token(str(e))
+            verdict.refusal = rules.bad_token(str(e))
         except Unavailable as e:
-            return rules.unavailable(e.dependency, e.detail)
+            verdict.refusal = rules.unavailable(e.dependency, e.detail)
+        return verdict
 
-    async def _decide(self, req: UploadRequest) -> Decision | Allowed:
-        identity = await self.tokens.validate(req.tokens)
+    async def _decide(self, req: UploadRequest, verdict: Verdict) -> Decision | None:
+        verdict.identity = identity = await self.tokens.validate(req.tokens)
         refusal = (rules.check_media_type(req.content_type)
                    or rules.check_body(req.content_length, req.chunked))
         if refusal:
             return refusal
-        image = await self.glance.image(req.route.image_id, req.tokens[0].strip())
+        verdict.image = image = await self.glance.image(req.route.image_id, req.tokens[0].strip())
         if refusal := rules.check_image(image, identity, self.config.admin_roles):
             return refusal
         assert image is not None
-        owner = image.owner or identity.project_id  # the quota charged is the owner's
-        limit = self.config.quota.limit_for(owner)
-        usage = 0 if limit == UNLIMITED else await self.glance.usage(owner)
-        allowed = Allowed(identity, image, usage, limit)
-        return allowed.check_transferred(req.content_length or 0) or allowed
+        verdict.owner = owner = image.owner or identity.project_id
+        verdict.limit = self.config.quota.limit_for(owner)
+        if verdict.limit != UNLIMITED:
+            verdict.usage = await self.glance.usage(owner)
+        return verdict.check_transferred(req.content_length or 0)

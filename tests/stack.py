@@ -113,7 +113,7 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
     raise RuntimeError(f"nothing listens on {port} after {timeout}s:\n{log.read_text() if log else ''}")
 
 
-def write_config(path: Path, stack: Stack, *, port: int, upstream: str | None = None,
+def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
                  keystone: str | None = None, quota: dict[str, int] | None = None) -> Path:
     gw = stack.user("gateway")
     quota = quota or {}
@@ -121,7 +121,7 @@ def write_config(path: Path, stack: Stack, *, port: int, upstream: str | None = 
         "[gateway]",
         f'listen = "127.0.0.1:{port}"',
         f'upstream = "{upstream or stack.glance}"',
-        f'metrics = "127.0.0.1:{free_port()}"',
+        f'metrics = "127.0.0.1:{metrics_port}"',
         "upstream_timeout_seconds = 10",
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
@@ -131,6 +131,8 @@ def write_config(path: Path, stack: Stack, *, port: int, upstream: str | None = 
         "timeout_seconds = 3",
         "[policy]",
         'admin_roles = ["admin"]',
+        "[audit]",
+        f'path = "{path.with_suffix(".audit.jsonl")}"',
         "[quota]",
         "default_bytes = -1",
         "[quota.projects]",
@@ -141,17 +143,23 @@ def write_config(path: Path, stack: Stack, *, port: int, upstream: str | None = 
 
 
 class Gateway:
-    def __init__(self, url: str, proc: subprocess.Popen, log: Path):
-        self.url, self.proc, self.log = url, proc, log
+    def __init__(self, url: str, proc: subprocess.Popen, log: Path, config: Path, metrics_port: int):
+        self.url, self.proc, self.log, self.config = url, proc, log, config
+        self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
     def log_text(self) -> str:
         return self.log.read_text()
 
+    def audit(self) -> list[dict]:
+        """The audit trail's records so far."""
+        path = self.config.with_suffix(".audit.jsonl")
+        return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
 
 def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
                   mitmdump: bool = False, **config) -> Gateway:
-    port = port or free_port()
-    conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, **config)
+    port, metrics_port = port or free_port(), free_port()
+    conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, metrics_port=metrics_port, **config)
     log = tmp / f"gateway-{port}.log"
     bindir = Path(sys.executable).parent
     env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir")}
@@ -164,7 +172,7 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
         cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
     wait_port(port, proc, log)
-    return Gateway(f"http://127.0.0.1:{port}", proc, log)
+    return Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
 
 
 def stop(proc: subprocess.Popen) -> None:

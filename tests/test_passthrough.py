@@ -55,4 +55,7 @@ def test_openstack_cli_uploads_through_the_catalog(stack, gateway, openstack_cli
     image_id = json.loads(out.stdout)["id"]
     assert stack.image(image_id)["status"] == "active"
     assert stack.image(image_id)["size"] == 2 * MiB
-    assert f"upload allowed: image={image_id}" in gateway.log_text()
+    # The audit trail says who uploaded it.
+    uploads = [r for r in gateway.audit() if r["image_id"] == image_id]
+    assert [(r["status"], r["user_id"], r["bytes_transferred"]) for r in uploads] == [
+        (204, stack.user("userA")["user_id"], 2 * MiB)]

@@ -2,27 +2,51 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from policy.decision import Identity
 from policy.identity.cache import TokenCache
-from policy.identity.keystone import InvalidToken, KeystoneClient
+from policy.identity.keystone import InvalidToken, KeystoneClient, Unavailable
+
+Observer = Callable[[str, str, str], None]  # (method, result, cache)
+
+
+def _ignore(method: str, result: str, cache: str) -> None:
+    pass
 
 
 class TokenValidator:
-    def __init__(self, keystone: KeystoneClient, cache: TokenCache):
-        self.keystone, self.cache = keystone, cache
+    method = "keystone"
+
+    def __init__(self, keystone: KeystoneClient, cache: TokenCache, observe: Observer = _ignore):
+        self.keystone, self.cache, self.observe = keystone, cache, observe
 
     async def validate(self, tokens: list[str]) -> Identity:
         """tokens: every X-Auth-Token value of the request. Raises InvalidToken
         or Unavailable; a network error is never taken for an invalid token."""
-        if not tokens:
-            raise InvalidToken("no X-Auth-Token header")
-        if len(tokens) > 1:
-            raise InvalidToken("more than one X-Auth-Token header")
-        token = tokens[0].strip()
-        if not token or not token.isascii() or not token.isprintable():
-            raise InvalidToken("malformed X-Auth-Token header")
+        token = self._single(tokens)
         if (identity := self.cache.get(token)) is not None:
+            self.observe(self.method, "valid", "hit")
             return identity
-        identity = await self.keystone.validate(token)
+        try:
+            identity = await self.keystone.validate(token)
+        except InvalidToken:
+            self.observe(self.method, "invalid", "miss")
+            raise
+        except Unavailable:
+            self.observe(self.method, "error", "miss")
+            raise
+        self.observe(self.method, "valid", "miss")
         self.cache.put(token, identity)
         return identity
+
+    def _single(self, tokens: list[str]) -> str:
+        problem = ("no X-Auth-Token header" if not tokens
+                   else "more than one X-Auth-Token header" if len(tokens) > 1 else None)
+        token = tokens[0].strip() if len(tokens) == 1 else ""
+        if not problem and (not token or not token.isascii() or not token.isprintable()):
+            problem = "malformed X-Auth-Token header"
+        if problem:
+            self.observe(self.method, "malformed", "none")
+            raise InvalidToken(problem)
+        return token
