@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from policy.decision import Decision
+from policy.decision import Decision, upstream_reason
 from policy.gate import Verdict
 from policy.routes import Route
 
@@ -53,10 +53,11 @@ class Exchange:
     def refuse(self, decision: Decision) -> None:
         self._finish(decision.status, decision.reason, GATEWAY)
 
-    def answer(self, status: int) -> None:
+    def answer(self, status: int, upstream_request_id: str | None) -> None:
         """Glance's answer reached the client."""
         self.upstream_status = status
-        self._finish(status, "ok" if status < 400 else "upstream", UPSTREAM)
+        self.request_id = upstream_request_id or self.request_id  # to match Glance's logs
+        self._finish(status, upstream_reason(status), UPSTREAM)
 
     def fail(self, status: int, reason: str, source: str) -> None:
         self._finish(status, reason, source)

@@ -145,7 +145,7 @@ class GlanceGate:
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
         if exchange and not exchange.finished and flow.response:
-            exchange.answer(flow.response.status_code)
+            exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
             self.finish(exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:

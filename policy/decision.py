@@ -13,6 +13,19 @@ from policy.config import UNLIMITED
 OCTET_STREAM = "application/octet-stream"
 
 
+# Glance's own answers, named after the spec's rules so that metrics group a
+# refusal the same way whichever side made it.
+UPSTREAM_REASONS = {400: "bad_request", 401: "token", 403: "forbidden", 404: "not_found",
+                    409: "status", 410: "gone", 413: "quota", 415: "content_type",
+                    500: "upstream_error", 503: "upstream_unavailable"}
+
+
+def upstream_reason(status: int) -> str:
+    if status < 400:
+        return "ok"
+    return UPSTREAM_REASONS.get(status, "upstream_error" if status >= 500 else "bad_request")
+
+
 @dataclass(frozen=True)
 class Decision:
     status: int
