@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -73,6 +74,23 @@ class Stack:
         r = self.http.delete(f"{self.glance}/v2/images/{image_id}",
                              headers={"X-Auth-Token": self.token(user)})
         assert r.status_code == 204, r.text
+
+    def body_deleting_image_midway(self, image_id: str, part: int = 1024 * 1024):
+        """An upload body that, once Glance is storing it (`saving`), has the
+        image deleted before it sends its second part: Glance then answers 410."""
+        yield os.urandom(part)
+        done = threading.Event()
+
+        def delete() -> None:
+            deadline = time.monotonic() + 30
+            while self.image(image_id)["status"] != "saving" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            self.delete_image(image_id)
+            done.set()
+
+        threading.Thread(target=delete, daemon=True).start()
+        assert done.wait(35), "the image never reached `saving`"
+        yield os.urandom(part)
 
     def openrc(self, name: str) -> dict[str, str]:
         """The OS_* environment of the openstack CLI for one of the seeded users."""

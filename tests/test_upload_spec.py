@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
-import time
 import uuid
 
 import httpx
@@ -142,27 +140,7 @@ def test_409_image_not_queued(stack, gw_http):
 
 def test_410_image_deleted_during_upload_passes_through(stack, gw_http):
     image_id = stack.create_image()
-    first_part_sent, deleted = threading.Event(), threading.Event()
-
-    def body():
-        yield os.urandom(MiB)
-        first_part_sent.set()
-        assert deleted.wait(30)
-        yield os.urandom(MiB)
-
-    def delete_midway():
-        assert first_part_sent.wait(30)
-        deadline = time.monotonic() + 30
-        while stack.image(image_id)["status"] != "saving":  # Glance has begun storing
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        stack.delete_image(image_id)
-        deleted.set()
-
-    deleter = threading.Thread(target=delete_midway)
-    deleter.start()
-    r = put(gw_http, image_id, stack.token("userA"), body())
-    deleter.join()
+    r = put(gw_http, image_id, stack.token("userA"), stack.body_deleting_image_midway(image_id))
     assert r.status_code == 410, r.text
 
 
