@@ -37,7 +37,6 @@ import json
 import os
 import platform
 import select
-import socket
 import statistics
 import subprocess
 import sys
@@ -45,13 +44,12 @@ import tempfile
 import threading
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.conftest import Stack, start_gateway, stop  # noqa: E402
+from tests.stack import Stack, connect, put_head, start_gateway, stop  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -212,22 +210,12 @@ def transfers(kind: str, stack: Stack, gw, size: int, runs: int, images: list[st
             "gateway_peak_rss_mib": round(peak, 1)}
 
 
-def request_head(image_id: str, token: str, length: int, expect: bool) -> bytes:
-    lines = [f"PUT /v2/images/{image_id}/file HTTP/1.1", "Host: glance",
-             f"X-Auth-Token: {token}", "Content-Type: application/octet-stream",
-             f"Content-Length: {length}"]
-    if expect:
-        lines.append("Expect: 100-continue")
-    return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
 def reject_expect(url: str, image_id: str, token: str) -> dict:
     """Headers with Expect: 100-continue, no body: time to the status line, then
     read on until the gateway closes (EOF or reset)."""
-    parts = urlsplit(url)
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+    with connect(url) as sock:
         started = time.perf_counter()
-        sock.sendall(request_head(image_id, token, GiB, expect=True))
+        sock.sendall(put_head(image_id, token, GiB, expect=True))
         reply = b""
         while b"\r\n" not in reply:
             chunk = sock.recv(65536)
@@ -251,11 +239,10 @@ def reject_expect(url: str, image_id: str, token: str) -> dict:
 def reject_no_expect(url: str, image_id: str, token: str) -> dict:
     """Headers then the body at once, as fast as the kernel takes it, while
     watching for the answer; goes on sending until the connection breaks."""
-    parts = urlsplit(url)
     sent, reply, answered, ended = 0, b"", None, "timeout"
-    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+    with connect(url) as sock:
         started = time.perf_counter()
-        sock.sendall(request_head(image_id, token, GiB, expect=False))
+        sock.sendall(put_head(image_id, token, GiB, expect=False))
         sock.setblocking(False)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
