@@ -118,7 +118,8 @@ class GlanceGate:
     def _begin(self, flow: http.HTTPFlow) -> Exchange:
         size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
         exchange = Exchange(
-            route=classify(flow.request.method, flow.request.path),
+            route=classify(flow.request.method, flow.request.path,
+                           ", ".join(flow.request.headers.get_all("accept"))),
             method=flow.request.method,
             client=flow.client_conn.peername[0] if flow.client_conn.peername else "",
             request_id=request_id(),

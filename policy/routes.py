@@ -1,6 +1,8 @@
-"""Which requests are uploads. Glance's router sees a decoded, dot-resolved path,
-so the gateway classifies the same form: a variant spelling of an upload path is
-still an upload."""
+"""Which requests are uploads. The gateway classifies the path Glance's router
+will see: decoded, dot segments and duplicate slashes resolved, and put through
+Glance's version negotiation, which routes `/v2.1/images/…`, and `/images/…`
+with `Accept: application/vnd.openstack.images-v2`, to the v2 API. A variant
+spelling of an upload path is still an upload."""
 
 from __future__ import annotations
 
@@ -15,7 +17,11 @@ DOWNLOAD = "download"
 OTHER = "other"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_IMAGE_DATA = re.compile(r"^/v2/images/([^/]*)/(file|stage)$", re.IGNORECASE)
+_IMAGE_DATA = re.compile(r"^/images/([^/]*)/(file|stage)$", re.IGNORECASE)
+# A superset of the versions Glance 33 maps to v2 (v2, v2.0 … v2.18): policing a
+# path Glance would then answer with 300 costs nothing.
+_V2 = re.compile(r"v2(\.\d+)?", re.IGNORECASE)
+_VND = "application/vnd.openstack.images-"
 
 
 @dataclass(frozen=True)
@@ -32,15 +38,24 @@ def normalize(path: str) -> str:
     """The path as a WSGI router would see it: no query or params, decoded,
     duplicate slashes and dot segments resolved, no trailing slash."""
     path = path.split("?", 1)[0].split("#", 1)[0]
-    path = unquote(path)
-    path = ";".join(path.split(";")[:1]) if ";" in path else path
+    path = unquote(path).split(";", 1)[0]
     path = re.sub(r"/{2,}", "/", path)
     path = posixpath.normpath("/" + path.lstrip("/"))
     return path.rstrip("/") or "/"
 
 
-def classify(method: str, path: str) -> Route:
-    match = _IMAGE_DATA.match(normalize(path))
+def api_path(path: str, accept: str = "") -> str | None:
+    """The path below the version, as Glance's version negotiation leaves it,
+    or None where Glance answers with its version list instead."""
+    path = normalize(path)
+    if accept.startswith(_VND):  # media-type versioning: the path keeps its first segment
+        return path if _V2.fullmatch(accept[len(_VND):]) else None
+    version, _, rest = path.lstrip("/").partition("/")
+    return "/" + rest if _V2.fullmatch(version) else None
+
+
+def classify(method: str, path: str, accept: str = "") -> Route:
+    match = _IMAGE_DATA.match(api_path(path, accept) or "")
     if not match:
         return Route(OTHER)
     image_id, action = match.group(1), match.group(2).lower()

@@ -28,12 +28,29 @@ ADMIN = Identity("u0", "admin", frozenset({"admin", "member"}), expires_at=10_00
     ("POST", f"/v2/images/{ID}/file", OTHER),
     ("GET", "/v2/images", OTHER),
     ("PUT", f"/v2/images/{ID}", OTHER),
+    ("PUT", f"/v2.1/images/{ID}/file", UPLOAD),
+    ("PUT", f"/v2.17/images/{ID}/file", UPLOAD),
+    ("PUT", f"/v2.0/images/{ID}/stage", STAGE),
+    ("PUT", f"/v3/images/{ID}/file", OTHER),
+    ("PUT", f"/images/{ID}/file", OTHER),
+    ("PUT", f"/v2/images/{ID}/file.json", OTHER),
 ])
 def test_classify(method, path, kind):
     route = classify(method, path)
     assert route.kind == kind
     if kind != OTHER:
         assert route.image_id.lower() == ID
+
+
+@pytest.mark.parametrize("accept, path, kind", [
+    ("application/vnd.openstack.images-v2", f"/images/{ID}/file", UPLOAD),
+    ("application/vnd.openstack.images-v2.9", f"/images/{ID}/stage", STAGE),
+    ("application/vnd.openstack.images-v2", f"/v2/images/{ID}/file", OTHER),  # Glance: /v2/v2/...
+    ("application/vnd.openstack.images-v3", f"/images/{ID}/file", OTHER),
+    ("application/json", f"/v2/images/{ID}/file", UPLOAD),
+])
+def test_classify_follows_glance_version_negotiation(accept, path, kind):
+    assert classify("PUT", path, accept).kind == kind
 
 
 def test_is_uuid():
