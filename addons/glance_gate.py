@@ -51,10 +51,10 @@ class UploadStream:
             if self.exchange.transferred == 0:
                 self.gate.refuse(self.flow, self.exchange, rules.empty_body(), mid_stream=True)
             return []  # never b"": to a chunked upstream it is the terminating chunk
-        self.exchange.transferred += len(data)
-        if refusal := self.verdict.check_transferred(self.exchange.transferred):
+        if refusal := self.verdict.check_transferred(self.exchange.transferred + len(data)):
             self.gate.refuse(self.flow, self.exchange, refusal, mid_stream=True)
             return []
+        self.exchange.transferred += len(data)
         return data
 
 
@@ -68,6 +68,7 @@ class GlanceGate:
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
                           "Path to glance-gate's config.toml.")
+        wire.refuse_request_trailers(trailers_refusal)
 
     def configure(self, updated: set[str]) -> None:
         if "glance_gate_config" in updated:
@@ -119,7 +120,8 @@ class GlanceGate:
         size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
         exchange = Exchange(
             route=classify(flow.request.method, flow.request.path,
-                           ", ".join(flow.request.headers.get_all("accept"))),
+                           ", ".join(flow.request.headers.get_all("accept")),
+                           flow.request.headers.get("content-type", "")),
             method=flow.request.method,
             client=flow.client_conn.peername[0] if flow.client_conn.peername else "",
             request_id=request_id(),
@@ -153,7 +155,9 @@ class GlanceGate:
         exchange = flow.metadata.get("glance_gate")
         if not exchange or exchange.finished:
             return
-        if flow.response is None and flow.server_conn.error:
+        if flow.error and flow.error.msg == wire.TRAILERS_REFUSED:
+            exchange.fail(400, "bad_request", GATEWAY)
+        elif flow.response is None and flow.server_conn.error:
             exchange.fail(502, "upstream_unavailable", UPSTREAM)  # mitmproxy answers 502
         else:
             exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY)
@@ -162,7 +166,7 @@ class GlanceGate:
     def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Decision,
                mid_stream: bool = False) -> None:
         assert self.config
-        headers, body = render(refusal, self.config.keystone.url, exchange.request_id)
+        headers, body = render(refusal, exchange.request_id, self.config.keystone.url)
         exchange.refuse(refusal)
         if mid_stream:
             wire.abort(flow, refusal.status, headers, body)
@@ -176,6 +180,11 @@ class GlanceGate:
         metrics.finished(exchange)
         if exchange.route.is_upload and self.audit:
             self.audit.write(exchange)
+
+
+def trailers_refusal() -> bytes:
+    refusal = Decision(400, "bad_request", f"{wire.TRAILERS_REFUSED}.")
+    return wire.raw_response(refusal.status, *render(refusal, request_id()))
 
 
 def build_gate(config: configuration.Config) -> UploadGate:

@@ -4,16 +4,27 @@ mitmproxy 12 has no public way to answer a request before its body is read, nor
 to cut a streamed request so that the upstream sees an *incomplete* message:
 - a response set in `requestheaders` is sent only after the whole body is buffered;
 - a killed or raising stream hands the upstream a truncated but well-formed body.
-So these helpers work on the asyncio transports of the flow's connection handler.
-tests/test_wire.py pins this behaviour to the pinned mitmproxy version.
+- a chunked request with trailers makes its HTTP/1 server raise, leaving the
+  client without an answer and the upstream with a half-sent body.
+So these helpers work on the asyncio transports of the flow's connection
+handler, and patch that one parser method. tests/test_wire_pin.py pins the
+mitmproxy version they were proven against (by test_early_rejection.py, the
+cut tests of test_upload_spec.py and test_hostile.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 from mitmproxy import ctx, http
 from mitmproxy.net.http.http1 import assemble_response
+from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers.http import _http1
+from mitmproxy.proxy.layers.http._base import ReceiveHttp
+from mitmproxy.proxy.layers.http._events import ErrorCode
+
+TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 
 
 def _transports(flow: http.HTTPFlow):
@@ -45,7 +56,7 @@ def release_client(flow: http.HTTPFlow) -> None:
         transport.resume_reading()
 
 
-def _raw(status: int, headers: dict[str, str], body: bytes) -> bytes:
+def raw_response(status: int, headers: dict[str, str], body: bytes) -> bytes:
     return assemble_response(http.Response.make(status, body, headers))
 
 
@@ -55,7 +66,7 @@ def refuse(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: byte
     The caller must drop `Expect: 100-continue` from the request first, or
     mitmproxy sends `100 Continue` after the hook."""
     if transport := _transport(flow, flow.client_conn):
-        transport.write(_raw(status, headers, body))
+        transport.write(raw_response(status, headers, body))
         transport.close()  # flushes the answer first
     # Killing the flow stops mitmproxy from sending anything of its own or
     # ever opening a connection to the upstream.
@@ -73,8 +84,30 @@ def abort(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes
     if (server := _transport(flow, flow.server_conn)) is not None:
         server.abort()
     if (client := _transport(flow, flow.client_conn)) is not None and not client.is_closing():
-        client.write(_raw(status, headers, body))
+        client.write(raw_response(status, headers, body))
     if handler and flow.client_conn in transports:
         # Marks the client closed, so mitmproxy adds no 502 of its own when it
         # notices the upstream is gone; the pending write is flushed on close.
         handler.close_connection(flow.client_conn)
+
+
+def refuse_request_trailers(answer: Callable[[], bytes]) -> None:
+    """Turn mitmproxy's crash on request trailers into a refusal: the client
+    gets `answer()`, and the request fails as if its framing were broken, so the
+    upstream connection is closed before the body ends (Glance sees it cut)."""
+    server = _http1.Http1Server
+    if getattr(server.read_body, "refuses_trailers", False):
+        return
+    read_body = server.read_body
+
+    def read_body_refusing_trailers(self, event):
+        try:
+            yield from read_body(self, event)
+        except NotImplementedError:
+            yield commands.SendData(self.conn, answer())
+            yield commands.CloseConnection(self.conn)
+            yield ReceiveHttp(self.ReceiveProtocolError(
+                self.stream_id, TRAILERS_REFUSED, code=ErrorCode.GENERIC_CLIENT_ERROR))
+
+    read_body_refusing_trailers.refuses_trailers = True
+    server.read_body = read_body_refusing_trailers

@@ -13,8 +13,9 @@ def request_id() -> str:
     return f"req-{uuid.uuid4()}"
 
 
-def render(decision: Decision, keystone_url: str, req_id: str) -> tuple[dict[str, str], bytes]:
-    """Headers and body of the refusal; the connection is closed after it."""
+def render(decision: Decision, req_id: str, keystone_url: str = "") -> tuple[dict[str, str], bytes]:
+    """Headers and body of the refusal; the connection is closed after it.
+    keystone_url: where a 401's WWW-Authenticate sends the client."""
     body = json.dumps({
         "code": decision.status,
         "title": HTTPStatus(decision.status).phrase,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import posixpath
 import re
 from dataclasses import dataclass
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 UPLOAD = "upload"
 STAGE = "stage"
@@ -54,15 +54,28 @@ def api_path(path: str, accept: str = "") -> str | None:
     return "/" + rest if _V2.fullmatch(version) else None
 
 
-def classify(method: str, path: str, accept: str = "") -> Route:
+def methods(method: str, path: str, content_type: str = "") -> set[str]:
+    """Every method Glance's router may take the request for: `routes` lets a
+    `_method` in the query override any request's method, and one in the body
+    of a form POST (which the gateway cannot see before deciding)."""
+    query = path.partition("?")[2].split("#", 1)[0]
+    found = {method.upper()} | {v.upper() for k, v in parse_qsl(query, keep_blank_values=True)
+                                 if k == "_method" and v}
+    form = content_type.split(";", 1)[0].strip().lower()
+    if method.upper() == "POST" and form in ("application/x-www-form-urlencoded", "multipart/form-data"):
+        found.add("PUT")
+    return found
+
+
+def classify(method: str, path: str, accept: str = "", content_type: str = "") -> Route:
     match = _IMAGE_DATA.match(api_path(path, accept) or "")
     if not match:
         return Route(OTHER)
     image_id, action = match.group(1), match.group(2).lower()
-    method = method.upper()
-    if method == "PUT":
+    found = methods(method, path, content_type)
+    if "PUT" in found:
         return Route(UPLOAD if action == "file" else STAGE, image_id)
-    if method in ("GET", "HEAD") and action == "file":
+    if found & {"GET", "HEAD"} and action == "file":
         return Route(DOWNLOAD, image_id)
     # Glance answers 405 to any other method on these paths.
     return Route(OTHER, image_id)

@@ -53,6 +53,21 @@ def test_classify_follows_glance_version_negotiation(accept, path, kind):
     assert classify("PUT", path, accept).kind == kind
 
 
+@pytest.mark.parametrize("method, path, content_type, kind", [
+    ("POST", f"/v2/images/{ID}/file?_method=PUT", "", UPLOAD),
+    ("GET", f"/v2/images/{ID}/file?_method=put", "", UPLOAD),
+    ("POST", f"/v2/images/{ID}/stage?a=1&_method=PUT", "", STAGE),
+    ("POST", f"/v2/images/{ID}/file?%5Fmethod=PUT", "", UPLOAD),  # a superset: Glance needs it verbatim
+    ("PUT", f"/v2/images/{ID}/file?_method=GET", "", UPLOAD),
+    ("POST", f"/v2/images/{ID}/file", "application/x-www-form-urlencoded", UPLOAD),
+    ("POST", f"/v2/images/{ID}/file", "Multipart/Form-Data; boundary=x", UPLOAD),
+    ("POST", f"/v2/images/{ID}/file", "application/octet-stream", OTHER),
+    ("POST", f"/v2/images/{ID}/file?_method=DELETE", "", OTHER),
+])
+def test_classify_follows_method_override(method, path, content_type, kind):
+    assert classify(method, path, "", content_type).kind == kind
+
+
 def test_is_uuid():
     assert is_uuid(ID) and is_uuid(ID.upper())
     assert not any(map(is_uuid, ["", "x", ID[:-1], ID + "0", ID.replace("-", ""), "{" + ID + "}"]))
