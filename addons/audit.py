@@ -32,6 +32,7 @@ def record(exchange: Exchange) -> dict:
         "upstream_status": exchange.upstream_status,
         "duration_seconds": round(exchange.duration, 6),
         "client": exchange.client,
+        **({"detail": exchange.detail} if exchange.detail else {}),
     }
 
 

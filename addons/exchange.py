@@ -33,6 +33,7 @@ class Exchange:
     source: str = ""
     upstream_status: int | None = None
     ended: float | None = None
+    detail: str = ""  # why a request failed without a decision: mitmproxy's error message
 
     @property
     def duration(self) -> float:
@@ -59,7 +60,8 @@ class Exchange:
         self.request_id = upstream_request_id or self.request_id  # to match Glance's logs
         self._finish(status, upstream_reason(status), UPSTREAM)
 
-    def fail(self, status: int, reason: str, source: str) -> None:
+    def fail(self, status: int, reason: str, source: str, detail: str) -> None:
+        self.detail = detail
         self._finish(status, reason, source)
 
     def _finish(self, status: int, reason: str, source: str) -> None:

@@ -98,7 +98,12 @@ class GlanceGate:
             self.audit.close()
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        exchange = self._begin(flow)
+        exchange, invalid = self._begin(flow)
+        if invalid:
+            # mitmproxy answers 400 itself and never forwards the request.
+            exchange.fail(400, "bad_request", GATEWAY, invalid)
+            self.finish(exchange)
+            return
         if not exchange.route.is_upload:
             flow.request.stream = True
             exchange.forward()
@@ -116,8 +121,14 @@ class GlanceGate:
         metrics.forwarding(exchange)
         wire.release_client(flow)
 
-    def _begin(self, flow: http.HTTPFlow) -> Exchange:
-        size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
+    def _begin(self, flow: http.HTTPFlow) -> tuple[Exchange, str]:
+        """The request's Exchange, and why mitmproxy refuses its framing, if it does."""
+        # Set before this hook, e.g. for Content-Length with Transfer-Encoding.
+        invalid = flow.error.msg if flow.error else ""
+        try:
+            size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
+        except ValueError as e:  # e.g. a malformed Content-Length
+            size, invalid = None, invalid or str(e)
         exchange = Exchange(
             route=classify(flow.request.method, flow.request.path,
                            ", ".join(flow.request.headers.get_all("accept")),
@@ -128,7 +139,7 @@ class GlanceGate:
             declared=size if size is not None and size >= 0 else None,
         )
         flow.metadata["glance_gate"] = exchange
-        return exchange
+        return exchange, invalid
 
     async def _decide(self, flow: http.HTTPFlow, exchange: Exchange) -> Verdict:
         assert self.gate
@@ -155,12 +166,13 @@ class GlanceGate:
         exchange = flow.metadata.get("glance_gate")
         if not exchange or exchange.finished:
             return
-        if flow.error and flow.error.msg == wire.TRAILERS_REFUSED:
-            exchange.fail(400, "bad_request", GATEWAY)
+        detail = flow.error.msg if flow.error else ""
+        if detail == wire.TRAILERS_REFUSED:
+            exchange.fail(400, "bad_request", GATEWAY, detail)
         elif flow.response is None and flow.server_conn.error:
-            exchange.fail(502, "upstream_unavailable", UPSTREAM)  # mitmproxy answers 502
+            exchange.fail(502, "upstream_unavailable", UPSTREAM, detail)  # mitmproxy answers 502
         else:
-            exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY)
+            exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY, detail)
         self.finish(exchange)
 
     def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Decision,
