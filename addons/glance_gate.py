@@ -18,13 +18,14 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from addons import metrics, wire
 from addons.audit import AuditTrail
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
+from addons.trusted_auth import TrustedAuth
 from policy import config as configuration
 from policy import decision as rules
 from policy.decision import Decision
 from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
-from policy.identity import KeystoneClient, TokenCache, TokenValidator
+from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
 from policy.routes import classify
 
 log = logging.getLogger("glance_gate")
@@ -64,6 +65,7 @@ class GlanceGate:
         self.gate: UploadGate | None = None
         self.audit: AuditTrail | None = None
         self.metrics = metrics.Metrics()
+        self.addons = [TrustedAuth(self)]  # runs after this addon's hooks
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
@@ -76,9 +78,9 @@ class GlanceGate:
                 raise exceptions.OptionsError("glance_gate_config: set it to the path of config.toml")
             try:
                 self.config = configuration.load(ctx.options.glance_gate_config)
+                self.gate = build_gate(self.config)
             except configuration.ConfigError as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
-            self.gate = build_gate(self.config)
             self.metrics.serve(self.config)
             if self.audit:
                 self.audit.close()
@@ -203,8 +205,9 @@ def build_gate(config: configuration.Config) -> UploadGate:
     keystone = KeystoneClient(config.keystone)
     return UploadGate(
         config,
-        TokenValidator(keystone, TokenCache(config.keystone.cache_seconds), metrics.token_validated),
-        GlanceClient(config.gateway.upstream, keystone.service_token,
+        TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),
+                       metrics.token_validated),
+        GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
                      timeout=config.upstream_timeout_seconds),
     )
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -35,6 +35,37 @@ class Keystone:
     timeout_seconds: float
 
 
+# Asymmetric signatures only: an HMAC algorithm would let anyone holding the
+# (public) verification key sign tokens, and "none" signs nothing.
+SIGNATURE_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512",
+                                  "PS256", "PS384", "PS512"})
+IDENTITY_MODES = ("keystone", "keystone-jws", "jwt")
+JWS_CHECKS = ("offline", "confirm")
+MAX_LEEWAY_SECONDS = 60
+
+
+@dataclass(frozen=True)
+class IdentityConf:
+    """How tokens are validated; README "Identity modes"."""
+
+    mode: str = "keystone"
+    trusted_auth: bool = False  # Glance runs without authtoken: the gateway injects the identity
+    algorithms: tuple[str, ...] = ("ES256",)
+    leeway_seconds: float = 5
+    # keystone-jws
+    jws_public_keys: str = ""  # directory of Keystone's JWS public keys
+    jws_check: str = "offline"
+    # jwt
+    jwks_url: str = ""
+    jwks_cache_seconds: float = 300
+    jwks_refetch_cooldown_seconds: float = 30
+    issuer: str = ""
+    audience: str = ""
+    user_claim: str = "sub"
+    project_claim: str = "project_id"
+    roles_claim: str = "roles"
+
+
 @dataclass(frozen=True)
 class Quota:
     default_bytes: int
@@ -53,6 +84,7 @@ class Config:
     upstream_timeout_seconds: float
     quota: Quota
     audit_path: str  # a file, or "-" for stdout
+    identity: IdentityConf = IdentityConf()
 
 
 class _Table:
@@ -124,7 +156,7 @@ def _bytes(table: _Table, key: str, value) -> int:
 
 def parse(data: dict) -> Config:
     root = _Table(data, "")
-    known = {"gateway", "keystone", "policy", "quota", "audit"}
+    known = {"gateway", "keystone", "identity", "policy", "quota", "audit"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise ConfigError(f"unknown section [{unknown[0]}]")
@@ -163,7 +195,54 @@ def parse(data: dict) -> Config:
         upstream_timeout_seconds=gw.positive("upstream_timeout_seconds", 30.0),
         quota=Quota(default_bytes, overrides),
         audit_path=root.table("audit").text("path", "-"),
+        identity=_identity(root.table("identity")),
     )
+
+
+def _choice(table: _Table, key: str, choices: tuple[str, ...], default: str) -> str:
+    value = table.text(key, default)
+    if value not in choices:
+        raise ConfigError(f"{table.path}.{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
+    return value
+
+
+def _identity(t: _Table) -> IdentityConf:
+    d = IdentityConf()
+    mode = _choice(t, "mode", IDENTITY_MODES, d.mode)
+    algorithms = t.get("algorithms", list, list(d.algorithms))
+    if not algorithms or not all(a in SIGNATURE_ALGORITHMS for a in algorithms):
+        raise ConfigError(f"identity.algorithms must be a non-empty list of {', '.join(sorted(SIGNATURE_ALGORITHMS))}")
+    leeway = t.get("leeway_seconds", (int, float), d.leeway_seconds)
+    if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
+        raise ConfigError(f"identity.leeway_seconds must be between 0 and {MAX_LEEWAY_SECONDS}")
+    conf = IdentityConf(
+        mode=mode,
+        trusted_auth=t.get("trusted_auth", bool, d.trusted_auth),
+        algorithms=tuple(algorithms),
+        leeway_seconds=leeway,
+        jws_check=_choice(t, "jws_check", JWS_CHECKS, d.jws_check),
+        jwks_cache_seconds=t.positive("jwks_cache_seconds", d.jwks_cache_seconds),
+        jwks_refetch_cooldown_seconds=t.get("jwks_refetch_cooldown_seconds", (int, float),
+                                            d.jwks_refetch_cooldown_seconds),
+        issuer=t.get("issuer", str, d.issuer),
+        audience=t.get("audience", str, d.audience),
+        user_claim=t.text("user_claim", d.user_claim),
+        project_claim=t.text("project_claim", d.project_claim),
+        roles_claim=t.text("roles_claim", d.roles_claim),
+    )
+    if mode == "keystone-jws":
+        conf = replace(conf, jws_public_keys=t.text("jws_public_keys"))
+        if conf.trusted_auth and conf.jws_check == "offline":
+            # Glance needs the caller's roles, and offline JWS tokens carry none.
+            raise ConfigError('identity.trusted_auth needs roles: use jws_check = "confirm" with keystone-jws')
+    if mode == "jwt":
+        conf = replace(conf, jwks_url=t.url("jwks_url"), issuer=t.text("issuer"), audience=t.text("audience"))
+        if not conf.trusted_auth:
+            # Glance's authtoken cannot read the identity provider's tokens.
+            raise ConfigError('identity.mode = "jwt" needs identity.trusted_auth = true')
+    if conf.jwks_refetch_cooldown_seconds < 0:
+        raise ConfigError("identity.jwks_refetch_cooldown_seconds must be >= 0")
+    return conf
 
 
 def load(path: str | Path) -> Config:

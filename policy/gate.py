@@ -62,7 +62,7 @@ class UploadGate:
                    or rules.check_body(req.content_length, req.chunked))
         if refusal:
             return refusal
-        verdict.image = image = await self.glance.image(req.route.image_id, req.tokens[0].strip())
+        verdict.image = image = await self.glance.image(req.route.image_id, req.tokens[0].strip(), identity)
         if refusal := rules.check_image(image, identity, self.config.admin_roles):
             return refusal
         assert image is not None

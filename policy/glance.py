@@ -3,37 +3,59 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import Protocol
 
 import httpx
 
-from policy.decision import Image
+from policy.decision import Identity, Image
 from policy.identity.keystone import InvalidToken, Unavailable
 
 # Statuses whose data no longer counts against the owner's quota.
 NOT_STORED = frozenset({"deleted", "killed", "pending_delete"})
 
 
+class Credentials(Protocol):
+    """How the gateway's own calls tell Glance who is asking."""
+
+    def caller(self, token: str, identity: Identity) -> dict[str, str]: ...
+
+    async def service(self) -> dict[str, str]: ...
+
+
+class TokenCredentials:
+    """Glance runs authtoken: the caller's token, or the gateway's service token."""
+
+    def __init__(self, service_token: Callable[[], Awaitable[str]]):
+        self._service_token = service_token
+
+    def caller(self, token: str, identity: Identity) -> dict[str, str]:
+        return {"X-Auth-Token": token}
+
+    async def service(self) -> dict[str, str]:
+        return {"X-Auth-Token": await self._service_token()}
+
+
 class GlanceClient:
-    def __init__(self, url: str, service_token: Callable[[], Awaitable[str]],
+    def __init__(self, url: str, credentials: Credentials,
                  timeout: float, client: httpx.AsyncClient | None = None):
         self.url = url
-        self._service_token = service_token
+        self.credentials = credentials
         self._http = client or httpx.AsyncClient(timeout=timeout)
 
-    async def _get(self, path: str, token: str, params=None) -> httpx.Response:
+    async def _get(self, path: str, auth: dict[str, str], params=None) -> httpx.Response:
         try:
             response = await self._http.get(self.url + path, params=params,
-                                            headers={"X-Auth-Token": token, "Accept": "application/json"})
+                                            headers={**auth, "Accept": "application/json"})
         except httpx.HTTPError as e:
             raise Unavailable("glance", f"{type(e).__name__}: {e}") from None
         if response.status_code >= 500:
             raise Unavailable("glance", f"answered {response.status_code}")
         return response
 
-    async def image(self, image_id: str, token: str) -> Image | None:
+    async def image(self, image_id: str, token: str, caller: Identity) -> Image | None:
         """The image as the caller sees it, so Glance's visibility rules apply;
         None when the caller cannot see it."""
-        response = await self._get(f"/v2/images/{image_id}", token)
+        response = await self._get(f"/v2/images/{image_id}", self.credentials.caller(token, caller))
         if response.status_code == 401:
             raise InvalidToken("Glance refused the token")
         if response.status_code in (403, 404):
@@ -49,7 +71,7 @@ class GlanceClient:
         total, path = 0, "/v2/images"
         params = {"owner": project_id, "visibility": "all", "limit": 1000}
         while path:
-            response = await self._get(path, await self._service_token(), params)
+            response = await self._get(path, await self.credentials.service(), params)
             if response.status_code != 200:
                 raise Unavailable("glance", f"image list answered {response.status_code}")
             body = response.json()

@@ -27,6 +27,22 @@ def load_cloud() -> dict:
     return json.loads(path.read_text())
 
 
+def load_identity_cloud() -> dict:
+    """The extras of `CLOUD_IDENTITY=1 scripts/cloud up`: a JWS Keystone and two Glances."""
+    path = STATE / "cloud-identity.json"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `CLOUD_IDENTITY=1 scripts/cloud up` (scripts/test does)")
+    return json.loads(path.read_text())
+
+
+def toml_value(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(map(toml_value, value)) + "]"
+    return json.dumps(value)  # a JSON string or number is a TOML one
+
+
 class Stack:
     """The test's view of the cloud: tokens, and Glance as seen directly."""
 
@@ -132,7 +148,8 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
 
 
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
-                 keystone: str | None = None, quota: dict[str, int] | None = None) -> Path:
+                 keystone: str | None = None, quota: dict[str, int] | None = None,
+                 cache_seconds: int = 300, identity: dict | None = None) -> Path:
     gw = stack.user("gateway")
     quota = quota or {}
     lines = [
@@ -147,6 +164,9 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         f'password = "{gw["password"]}"',
         f'project = "{gw["project"]}"',
         "timeout_seconds = 3",
+        f"cache_seconds = {cache_seconds}",
+        "[identity]",
+        *(f"{key} = {toml_value(value)}" for key, value in (identity or {}).items()),
         "[policy]",
         'admin_roles = ["admin"]',
         "[audit]",

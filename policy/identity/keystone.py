@@ -45,6 +45,8 @@ def identity_from(body: dict) -> Identity:
 
 
 class KeystoneClient:
+    method = "keystone"
+
     def __init__(self, conf: Keystone, client: httpx.AsyncClient | None = None):
         self.conf = conf
         self._http = client or httpx.AsyncClient(timeout=conf.timeout_seconds)

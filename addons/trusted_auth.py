@@ -1,0 +1,63 @@
+"""Trusted-auth mode (`[identity] trusted_auth = true`): the gateway is the
+authenticator of a Glance that runs without authtoken, and believes headers.
+
+On every request, not only uploads: every identity header the client sent is
+removed, the token is validated, and the gateway's own identity headers are
+set, each exactly once (Glance would join duplicates into one value). A
+request without a valid token is refused with 401, as authtoken would; only
+version discovery and the health check pass without one, marked Invalid.
+
+A sub-addon of GlanceGate: it runs after it, so an upload's identity comes
+from the gate's verdict and its token is validated once."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from mitmproxy import http
+
+from addons import wire
+from addons.exchange import Exchange
+from policy import decision as rules
+from policy.decision import Identity
+from policy.identity import InvalidToken, Unavailable
+from policy.identity.trusted import UNAUTHENTICATED_PATHS, identity_headers, is_identity_header
+from policy.routes import normalize
+
+if TYPE_CHECKING:
+    from addons.glance_gate import GlanceGate
+
+
+class TrustedAuth:
+    def __init__(self, gate: GlanceGate):
+        self.gate = gate
+
+    async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        config, exchange = self.gate.config, flow.metadata.get("glance_gate")
+        if not config or not config.identity.trusted_auth or not exchange or exchange.finished:
+            return
+        headers = flow.request.headers
+        for name in [name for name in headers if is_identity_header(name)]:
+            del headers[name]
+        identity = await self._identity(flow, exchange)
+        if not exchange.finished:
+            headers.update(identity_headers(identity))
+
+    async def _identity(self, flow: http.HTTPFlow, exchange: Exchange) -> Identity | None:
+        if exchange.verdict:  # an upload the gate allowed
+            return exchange.verdict.identity
+        tokens = flow.request.headers.get_all("x-auth-token")
+        if not tokens and normalize(flow.request.path) in UNAUTHENTICATED_PATHS:
+            return None
+        assert self.gate.gate
+        wire.hold_client(flow)
+        try:
+            identity = await self.gate.gate.tokens.validate(tokens)
+        except InvalidToken as e:
+            self.gate.refuse(flow, exchange, rules.bad_token(str(e)))
+            return None
+        except Unavailable as e:
+            self.gate.refuse(flow, exchange, rules.unavailable(e.dependency, e.detail))
+            return None
+        wire.release_client(flow)
+        return identity

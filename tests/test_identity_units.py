@@ -1,0 +1,108 @@
+"""Fast tests of the identity parts of policy/ with plain values: config
+checks, the offline JWS check, and the headers of trusted-auth mode."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import jwt
+import pytest
+
+from policy import config as configuration
+from policy.config import IdentityConf
+from policy.decision import Identity
+from policy.identity import InvalidToken
+from policy.identity.jws import JwsVerifier
+from policy.identity.trusted import identity_headers, is_identity_header
+from tests.tokens import hs256_with, new_key, public_pem, unsigned
+
+BASE = {
+    "gateway": {"listen": "127.0.0.1:1", "upstream": "http://g", "metrics": "127.0.0.1:2"},
+    "keystone": {"url": "http://k", "username": "u", "password": "p", "project": "s"},
+    "quota": {"default_bytes": -1},
+}
+
+
+def parse(identity: dict):
+    return configuration.parse({**BASE, "identity": identity})
+
+
+@pytest.mark.parametrize("identity, error", [
+    ({"mode": "ldap"}, "identity.mode must be one of"),
+    ({"mode": "keystone-jws"}, "identity.jws_public_keys is required"),
+    ({"mode": "keystone-jws", "jws_public_keys": "/k", "trusted_auth": True}, "trusted_auth needs roles"),
+    ({"mode": "jwt", "jwks_url": "http://i/jwks", "issuer": "i", "audience": "a"}, "needs identity.trusted_auth"),
+    ({"mode": "jwt", "trusted_auth": True, "jwks_url": "http://i/jwks", "issuer": "i"}, "identity.audience is required"),
+    ({"algorithms": ["HS256"]}, "identity.algorithms must be"),
+    ({"algorithms": ["none"]}, "identity.algorithms must be"),
+    ({"algorithms": []}, "identity.algorithms must be"),
+    ({"leeway_seconds": 3600}, "identity.leeway_seconds must be between 0 and 60"),
+    ({"trusted_auth": "yes"}, "identity.trusted_auth must be a boolean"),
+])
+def test_identity_config_errors(identity, error):
+    with pytest.raises(configuration.ConfigError, match=error):
+        parse(identity)
+
+
+def test_identity_defaults_to_keystone_online():
+    assert parse({}).identity == IdentityConf(mode="keystone", trusted_auth=False)
+
+
+KEY = new_key()
+CLAIMS = {"sub": "u1", "openstack_project_id": "p1", "openstack_methods": ["password"],
+          "openstack_audit_ids": ["a"]}
+
+
+def verifier(**conf) -> JwsVerifier:
+    return JwsVerifier(IdentityConf(mode="keystone-jws", **conf), [new_key().public_key(), KEY.public_key()])
+
+
+def sign(**changes) -> str:
+    now = int(time.time())
+    return jwt.encode({**CLAIMS, "iat": now, "exp": now + 60, **changes}, KEY, algorithm="ES256")
+
+
+def test_jws_identity_from_any_of_the_keys():
+    identity = verifier().verify(sign())
+    assert (identity.user_id, identity.project_id, identity.roles) == ("u1", "p1", frozenset())
+
+
+@pytest.mark.parametrize("token", [
+    sign(exp=int(time.time()) - 30),
+    sign(openstack_project_id=None),
+    unsigned({**CLAIMS, "exp": int(time.time()) + 60, "iat": 0}),
+    hs256_with(public_pem(KEY), {**CLAIMS, "exp": int(time.time()) + 60, "iat": 0}),
+    jwt.encode({**CLAIMS, "iat": 0}, KEY, algorithm="ES256"),  # no exp
+])
+def test_jws_refusals(token):
+    with pytest.raises(InvalidToken):
+        asyncio.run(verifier().validate(token))
+
+
+def test_jws_leeway_is_small_and_configured():
+    token = sign(exp=int(time.time()) - 3)
+    assert verifier(leeway_seconds=10).verify(token).user_id == "u1"
+    with pytest.raises(InvalidToken):
+        verifier(leeway_seconds=0).verify(token)
+
+
+@pytest.mark.parametrize("name", ["X-Identity-Status", "x-roles", "X-Role", "X-User-Id", "X-User",
+                                  "X-Project-Id", "X-Project-Domain-Name", "X-Tenant-Id", "X-Tenant",
+                                  "X-Domain-Id", "X-Service-Roles", "X-Service-Catalog", "X-Service-Token",
+                                  "X-Service-Identity-Status", "X-Is-Admin-Project", "OpenStack-System-Scope"])
+def test_identity_headers_stripped(name):
+    assert is_identity_header(name)
+
+
+@pytest.mark.parametrize("name", ["X-Auth-Token", "Content-Type", "X-Openstack-Request-Id", "X-Image-Meta-Name"])
+def test_other_headers_kept(name):
+    assert not is_identity_header(name)
+
+
+def test_injected_headers():
+    headers = identity_headers(Identity("u", "p", frozenset({"reader", "member"}), 0))
+    assert headers["X-Identity-Status"] == "Confirmed"
+    assert (headers["X-User-Id"], headers["X-Project-Id"], headers["X-Roles"]) == ("u", "p", "member,reader")
+    assert all(is_identity_header(name) for name in headers)  # whatever it injects, it strips first
+    assert identity_headers(None) == {"X-Identity-Status": "Invalid"}
