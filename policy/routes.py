@@ -11,11 +11,12 @@ from urllib.parse import unquote
 
 UPLOAD = "upload"
 STAGE = "stage"
+IMPORT = "import"
 DOWNLOAD = "download"
 OTHER = "other"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_IMAGE_DATA = re.compile(r"^/v2/images/([^/]*)/(file|stage)$", re.IGNORECASE)
+_IMAGE_DATA = re.compile(r"^/v2/images/([^/]*)/(file|stage|import)$", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,10 @@ class Route:
     @property
     def is_upload(self) -> bool:
         return self.kind in (UPLOAD, STAGE)
+
+    @property
+    def is_import(self) -> bool:
+        return self.kind == IMPORT
 
 
 def normalize(path: str) -> str:
@@ -45,6 +50,8 @@ def classify(method: str, path: str) -> Route:
         return Route(OTHER)
     image_id, action = match.group(1), match.group(2).lower()
     method = method.upper()
+    if action == "import":
+        return Route(IMPORT if method == "POST" else OTHER, image_id)
     if method == "PUT":
         return Route(UPLOAD if action == "file" else STAGE, image_id)
     if method in ("GET", "HEAD") and action == "file":
