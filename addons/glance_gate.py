@@ -18,6 +18,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from addons import metrics, wire
 from addons.audit import AuditTrail
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
+from addons.reservation import Reservation
 from policy import config as configuration
 from policy import decision as rules
 from policy.decision import Decision
@@ -25,6 +26,9 @@ from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator
+from policy.quota.ledger import MemoryLedger
+from policy.quota.limits import Limits
+from policy.quota.reservations import HardQuota
 from policy.routes import classify
 
 log = logging.getLogger("glance_gate")
@@ -41,8 +45,10 @@ class UploadStream:
     """The stream callable of an allowed upload: counts bytes, and cuts the
     upload the moment it breaks a rule that only the body can reveal."""
 
-    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, verdict: Verdict):
+    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, verdict: Verdict,
+                 reservation: Reservation | None):
         self.gate, self.flow, self.exchange, self.verdict = gate, flow, exchange, verdict
+        self.reservation = reservation
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if self.exchange.finished:
@@ -50,11 +56,15 @@ class UploadStream:
         if not data:  # end of body
             if self.exchange.transferred == 0:
                 self.gate.refuse(self.flow, self.exchange, rules.empty_body(), mid_stream=True)
+            else:
+                self.exchange.body_complete = True
             return []  # never b"": to a chunked upstream it is the terminating chunk
         self.exchange.transferred += len(data)
         if refusal := self.verdict.check_transferred(self.exchange.transferred):
             self.gate.refuse(self.flow, self.exchange, refusal, mid_stream=True)
             return []
+        if self.reservation:
+            self.reservation.streamed(self.exchange.transferred)
         return data
 
 
@@ -98,6 +108,8 @@ class GlanceGate:
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         exchange = self._begin(flow)
+        if exchange.route.is_import:
+            return  # a small JSON body: buffered, decided in `request`
         if not exchange.route.is_upload:
             flow.request.stream = True
             exchange.forward()
@@ -110,10 +122,36 @@ class GlanceGate:
             return
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
-        flow.request.stream = UploadStream(self, flow, exchange, verdict)
+        flow.request.stream = UploadStream(self, flow, exchange, verdict, self._reservation(flow, exchange))
         exchange.forward()
         metrics.forwarding(exchange)
         wire.release_client(flow)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        exchange = flow.metadata.get("glance_gate")
+        if not exchange or not exchange.route.is_import:
+            return
+        assert self.gate and self.config
+        exchange.verdict = verdict = await self.gate.decide_import(
+            exchange.route, flow.request.headers.get_all("x-auth-token"), flow.request.get_content() or b"")
+        exchange.decision_seconds = time.monotonic() - exchange.started
+        if verdict.refusal:
+            headers, body = render(verdict.refusal, self.config.keystone.url, exchange.request_id)
+            flow.response = http.Response.make(verdict.refusal.status, body, headers)
+            exchange.refuse(verdict.refusal)
+            self.finish(exchange)
+            return
+        self._reservation(flow, exchange)
+        exchange.body_complete = True
+        exchange.forward()
+
+    def _reservation(self, flow: http.HTTPFlow, exchange: Exchange) -> Reservation | None:
+        assert exchange.verdict
+        if not exchange.verdict.hold:
+            return None
+        cut = lambda refusal: self.refuse(flow, exchange, refusal, mid_stream=True)  # noqa: E731
+        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut)
+        return exchange.reservation
 
     def _begin(self, flow: http.HTTPFlow) -> Exchange:
         size = expected_http_body_size(flow.request)  # how mitmproxy will frame the body
@@ -136,6 +174,7 @@ class GlanceGate:
             content_type=headers.get("content-type"),
             content_length=exchange.declared,
             chunked=exchange.declared is None,
+            image_size=_size(headers.get("x-openstack-image-size")),
         ))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -172,18 +211,37 @@ class GlanceGate:
 
     def finish(self, exchange: Exchange) -> None:
         """Called exactly once per request, with its final status."""
+        if exchange.reservation:
+            exchange.reservation.settle()
         metrics.finished(exchange)
-        if exchange.route.is_upload and self.audit:
+        if (exchange.route.is_upload or exchange.route.is_import) and self.audit:
             self.audit.write(exchange)
+
+
+def _size(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() else None
 
 
 def build_gate(config: configuration.Config) -> UploadGate:
     keystone = KeystoneClient(config.keystone)
+    glance = GlanceClient(config.gateway.upstream, keystone.service_token,
+                          timeout=config.upstream_timeout_seconds)
+    q = config.quota
+    limits = (Limits(q, config.keystone.url, keystone.service_token, config.keystone.timeout_seconds)
+              if q.keystone_limits else Limits(q))
+    # A commit counts on top of any usage reading that may predate it: as long as
+    # a reading stays cached, plus the time Glance may take to answer it.
+    keep = q.usage_cache_seconds + config.upstream_timeout_seconds + 5
+    if q.ledger == "redis":
+        from policy.quota.redis_ledger import RedisLedger  # redis only when configured
+        ledger = RedisLedger(q.redis_url, q.redis_timeout_seconds, q.lease_seconds, keep)
+    else:
+        ledger = MemoryLedger(q.lease_seconds, keep)
     return UploadGate(
         config,
         TokenValidator(keystone, TokenCache(config.keystone.cache_seconds), metrics.token_validated),
-        GlanceClient(config.gateway.upstream, keystone.service_token,
-                     timeout=config.upstream_timeout_seconds),
+        glance,
+        HardQuota(q, limits, glance, ledger),
     )
 
 
