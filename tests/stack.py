@@ -131,8 +131,14 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
     raise RuntimeError(f"nothing listens on {port} after {timeout}s:\n{log.read_text() if log else ''}")
 
 
+def toml_value(value) -> str:
+    return json.dumps(value) if not isinstance(value, bool) else str(value).lower()
+
+
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
-                 keystone: str | None = None, quota: dict[str, int] | None = None) -> Path:
+                 keystone: str | None = None, quota: dict[str, int] | None = None,
+                 quota_settings: dict | None = None) -> Path:
+    """quota: per-project byte limits; quota_settings: any other [quota] key."""
     gw = stack.user("gateway")
     quota = quota or {}
     lines = [
@@ -153,6 +159,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         f'path = "{path.with_suffix(".audit.jsonl")}"',
         "[quota]",
         "default_bytes = -1",
+        *(f"{key} = {toml_value(value)}" for key, value in (quota_settings or {}).items()),
         "[quota.projects]",
         *(f'"{pid}" = {limit}' for pid, limit in quota.items()),
     ]
