@@ -28,7 +28,7 @@ from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator
 from policy.quota.ledger import MemoryLedger
 from policy.quota.limits import Limits
-from policy.quota.reservations import HardQuota
+from policy.quota.reservations import KEEP_COMMITS_SECONDS, HardQuota
 from policy.routes import classify
 
 log = logging.getLogger("glance_gate")
@@ -229,9 +229,9 @@ def build_gate(config: configuration.Config) -> UploadGate:
     q = config.quota
     limits = (Limits(q, config.keystone.url, keystone.service_token, config.keystone.timeout_seconds)
               if q.keystone_limits else Limits(q))
-    # A commit counts on top of any usage reading that may predate it: as long as
-    # a reading stays cached, plus the time Glance may take to answer it.
-    keep = q.usage_cache_seconds + config.upstream_timeout_seconds + 5
+    # A commit counts on top of any usage reading that may predate it: at least as
+    # long as a reading stays cached, plus the time Glance may take to answer it.
+    keep = max(KEEP_COMMITS_SECONDS, q.usage_cache_seconds + config.upstream_timeout_seconds + 5)
     if q.ledger == "redis":
         from policy.quota.redis_ledger import RedisLedger  # redis only when configured
         ledger = RedisLedger(q.redis_url, q.redis_timeout_seconds, q.lease_seconds, keep)

@@ -18,6 +18,12 @@ from policy.identity import Unavailable
 from policy.quota.ledger import Grant, Ledger, Usage
 from policy.quota.limits import Limits
 
+# How long a commit counts on top of usage readings that may predate it. A
+# growing upload may extend from a reading up to half that old: it then needs
+# no new reading from Glance, whose workers may all be busy with uploads.
+KEEP_COMMITS_SECONDS = 600
+EXTEND_READING_SECONDS = KEEP_COMMITS_SECONDS / 2
+
 # mitmproxy reads a socket 64 KiB at a time: with this much grant left and more
 # on its way, the client is paused, so one read can never cross a grant that
 # was about to grow.
@@ -28,19 +34,24 @@ class HardQuota:
     def __init__(self, quota: Quota, limits: Limits, glance: GlanceClient, ledger: Ledger):
         self.quota, self.limits, self.glance, self.ledger = quota, limits, glance, ledger
         self._usage: dict[str, tuple[Usage, float]] = {}
+        self._invalidated: set[str] = set()  # a reading older than this gateway's last commit
 
-    async def usage(self, project: str) -> Usage:
+    async def usage(self, project: str, max_age: float | None = None) -> Usage:
+        """A new reservation wants a fresh reading; a growing one takes an older one
+        (max_age), which the ledger's recent commits complete."""
         cached, at = self._usage.get(project, (None, 0.0))
-        if cached and time.monotonic() - at < self.quota.usage_cache_seconds:
+        fresh = max_age is not None or project not in self._invalidated
+        if cached and fresh and time.monotonic() - at < (max_age or self.quota.usage_cache_seconds):
             return cached
         started = time.monotonic()
         generation = await self.ledger.generation(project)  # before Glance: see ledger.py
         usage = Usage(await self.glance.usage(project), generation)
         self._usage[project] = (usage, started)
+        self._invalidated.discard(project)
         return usage
 
-    def forget_usage(self, project: str) -> None:
-        self._usage.pop(project, None)
+    def invalidate_usage(self, project: str) -> None:
+        self._invalidated.add(project)
 
     async def reserve(self, owner: str, size: int | None) -> tuple[Hold | None, Decision | None]:
         """A hold of `size` bytes, or of a first step when the size is unknown;
@@ -91,7 +102,7 @@ class Hold:
 
     async def _extend(self) -> None:
         try:
-            usage = await self.quota.usage(self.owner)
+            usage = await self.quota.usage(self.owner, max_age=EXTEND_READING_SECONDS)
             grant = await self.quota.ledger.extend(self.owner, self.id, self.step, usage, self.limit)
         except Unavailable as e:
             grant, self.failure = None, rules.unavailable(e.dependency, e.detail)
@@ -113,6 +124,6 @@ class Hold:
         """Commit what Glance stored, release the rest."""
         if stored:
             await self.quota.ledger.commit(self.owner, self.id)
-            self.quota.forget_usage(self.owner)
+            self.quota.invalidate_usage(self.owner)
         else:
             await self.quota.ledger.release(self.owner, self.id)
