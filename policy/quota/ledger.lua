@@ -1,6 +1,6 @@
 -- glance-gate's quota ledger, one project per call (policy/quota/redis_ledger.py).
 -- KEYS: 1 held (hash: hold -> "bytes:lease_end_ms"),
---       2 committed (hash: hold -> "bytes:generation:end_ms"),
+--       2 committed (sorted set by generation of "bytes:end_ms:hold"),
 --       3 generation (counter of commits)
 -- ARGV: 1 op, 2 hold, 3 amount, 4 usage bytes, 5 usage generation, 6 limit (-1: none),
 --       7 max uploads (-1: none), 8 partial (1/0), 9 lease ms, 10 keep commits ms
@@ -27,6 +27,21 @@ local function live(key)
   return out
 end
 
+-- Bytes committed after a reading of the given generation; expired commits,
+-- the oldest, are dropped on the way. Only the commits since the reading are read.
+local function recent(seen)
+  while true do
+    local oldest = redis.call('ZRANGE', KEYS[2], 0, 0)
+    if #oldest == 0 or tonumber(string.match(oldest[1], '^%d+:(%d+):')) > now then break end
+    redis.call('ZREM', KEYS[2], oldest[1])
+  end
+  local total = 0
+  for _, member in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], '(' .. seen, '+inf')) do
+    total = total + tonumber(string.match(member, '^(%d+):'))
+  end
+  return total
+end
+
 local function touch()  -- an idle project's keys go away on their own
   redis.call('PEXPIRE', KEYS[1], lease + keep)
   redis.call('PEXPIRE', KEYS[2], keep)
@@ -51,20 +66,17 @@ elseif op == 'commit' then
   if not mine then return 0 end
   redis.call('HDEL', KEYS[1], hold)
   local generation = redis.call('INCR', KEYS[3])
-  redis.call('HSET', KEYS[2], hold, fmt(mine[1], generation, now + keep))
+  redis.call('ZADD', KEYS[2], generation, fmt(mine[1], now + keep) .. ':' .. hold)
   touch()
   return 1
 end
 
 -- reserve / extend: {granted, used, uploads}, or {-1} when the lease ran out
 local amount, limit = tonumber(ARGV[3]), tonumber(ARGV[6])
-local used, uploads = tonumber(ARGV[4]), 0
+local used, uploads = tonumber(ARGV[4]) + recent(ARGV[5]), 0
 for h, f in pairs(held) do
   used = used + f[1]
   if h ~= hold then uploads = uploads + 1 end
-end
-for _, f in pairs(live(KEYS[2])) do
-  if f[2] > tonumber(ARGV[5]) then used = used + f[1] end
 end
 local max_uploads = tonumber(ARGV[7])
 if op == 'extend' and not mine then return {-1, used, uploads} end

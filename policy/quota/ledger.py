@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections import deque
 from dataclasses import dataclass, field
 
 from policy.config import UNLIMITED
@@ -79,15 +80,20 @@ def grantable(amount: int, room: int, partial: bool) -> int:
 class _Project:
     generation: int = 0
     held: dict[str, tuple[int, float]] = field(default_factory=dict)  # hold -> bytes, lease end
-    committed: dict[str, tuple[int, int, float]] = field(default_factory=dict)  # hold -> bytes, generation, end
+    committed: deque[tuple[int, int, float]] = field(default_factory=deque)  # generation, bytes, end; oldest first
 
     def expire(self, now: float) -> None:
         self.held = {h: v for h, v in self.held.items() if v[1] > now}
-        self.committed = {h: v for h, v in self.committed.items() if v[2] > now}
+        while self.committed and self.committed[0][2] <= now:
+            self.committed.popleft()
 
     def used(self, usage: Usage) -> int:
-        return (usage.bytes + sum(b for b, _ in self.held.values())
-                + sum(b for b, g, _ in self.committed.values() if g > usage.generation))
+        recent = 0
+        for generation, size, _ in reversed(self.committed):  # only the commits since the reading
+            if generation <= usage.generation:
+                break
+            recent += size
+        return usage.bytes + sum(b for b, _ in self.held.values()) + recent
 
 
 class MemoryLedger(Ledger):
@@ -136,7 +142,7 @@ class MemoryLedger(Ledger):
         p = self._project(project)
         if (entry := p.held.pop(hold, None)) is not None:
             p.generation += 1
-            p.committed[hold] = (entry[0], p.generation, self._clock() + self.keep_commits_seconds)
+            p.committed.append((p.generation, entry[0], self._clock() + self.keep_commits_seconds))
 
     async def release(self, project, hold) -> None:
         self._project(project).held.pop(hold, None)
