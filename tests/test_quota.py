@@ -248,6 +248,31 @@ def test_import_within_the_quota_passes(stack, projQ, tmp_path):
         stop(gw.proc)
 
 
+def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp_path):
+    """An admin copies projQ's 2 MiB image into the cloud's second store: 4 MiB
+    in all, refused under a 3 MiB quota, accepted under 5 MiB, and then
+    Glance counts both copies."""
+    image_id = stack.create_image(user="userQ")
+    tight, roomy = (gateway(tmp_path, stack, projQ, limit) for limit in (3 * MiB, 5 * MiB))
+    copy = {"method": {"name": "copy-image"}, "stores": ["fs2"]}
+    admin = {"X-Auth-Token": stack.token("admin")}
+    try:
+        assert put(httpx.Client(base_url=tight.url), image_id, stack.token("userQ"),
+                   os.urandom(2 * MiB)).status_code == 204
+        r = httpx.post(f"{tight.url}/v2/images/{image_id}/import", json=copy, headers=admin, timeout=30)
+        assert_refusal(r, 413, "quota")
+        assert stack.image(image_id)["stores"] == "fs"
+        r = httpx.post(f"{roomy.url}/v2/images/{image_id}/import", json=copy, headers=admin, timeout=30)
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 30
+        while stack.image(image_id)["stores"] != "fs,fs2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert glance_usage(stack, projQ) == 4 * MiB
+    finally:
+        stop(tight.proc)
+        stop(roomy.proc)
+
+
 @pytest.mark.parametrize("rule, status", [("refuse", 413), ("allow", 400)])
 def test_web_download_follows_the_configured_rule(stack, projQ, tmp_path, rule, status):
     """Its size is unknown: refused by default; `allow` leaves it to Glance
