@@ -45,6 +45,7 @@ end
 local function touch()  -- an idle project's keys go away on their own
   redis.call('PEXPIRE', KEYS[1], lease + keep)
   redis.call('PEXPIRE', KEYS[2], keep)
+  redis.call('PEXPIRE', KEYS[3], keep)
 end
 
 if op == 'generation' then
@@ -65,6 +66,9 @@ elseif op == 'release' then
 elseif op == 'commit' then
   if not mine then return 0 end
   redis.call('HDEL', KEYS[1], hold)
+  -- A lost counter (Redis restarted empty) starts again above every generation
+  -- the gateways may hold in their cached readings: at Redis' clock, in ms.
+  redis.call('SET', KEYS[3], now, 'NX')
   local generation = redis.call('INCR', KEYS[3])
   redis.call('ZADD', KEYS[2], generation, fmt(mine[1], now + keep) .. ':' .. hold)
   touch()
