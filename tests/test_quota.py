@@ -82,13 +82,20 @@ class Slow:
     """A chunked body that sends `first` bytes, then waits for `go` before the rest."""
 
     def __init__(self, first: int, rest: int):
-        self.first, self.rest, self.go, self.sent = first, rest, threading.Event(), threading.Event()
+        self.first, self.rest, self.go = first, rest, threading.Event()
 
     def __iter__(self):
         yield from chunks(self.first)
-        self.sent.set()
         assert self.go.wait(60)
         yield from chunks(self.rest)
+
+
+def wait_saving(stack: Stack, image_id: str) -> None:
+    """Until Glance stores the upload's data: the gateway has reserved and forwarded it."""
+    deadline = time.monotonic() + 30
+    while stack.image(image_id)["status"] != "saving":
+        assert time.monotonic() < deadline, "the upload never reached Glance"
+        time.sleep(0.05)
 
 
 def in_thread(fn, *args):
@@ -196,7 +203,7 @@ def test_concurrent_uploads_cap(stack, projQ, tmp_path):
         busy, other = stack.create_image(user="userQ"), stack.create_image(user="userQ")
         slow = Slow(MiB, MiB)
         thread, result = in_thread(put, httpx.Client(base_url=gw.url, timeout=60), busy, token, slow)
-        assert slow.sent.wait(30)
+        wait_saving(stack, busy)
         assert_refusal(put(client, other, token, b"x" * 1000), 413, "uploads in progress")
         stack.assert_untouched(other)
         slow.go.set()
@@ -336,7 +343,7 @@ def test_kill_9_mid_upload_the_reservation_expires_with_its_lease(stack, projQ, 
         slow = Slow(MiB, MiB)
         thread, _ = in_thread(put, httpx.Client(base_url=doomed.url, timeout=60), image_id, token, slow,
                               {"x-openstack-image-size": str(2 * MiB)})
-        assert slow.sent.wait(30)
+        wait_saving(stack, image_id)
         client = httpx.Client(base_url=survivor.url, timeout=60)
         assert_refusal(put(client, other, token, os.urandom(2 * MiB)), 413, "quota")
         doomed.proc.send_signal(signal.SIGKILL)
