@@ -26,9 +26,7 @@ from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator
-from policy.quota.ledger import MemoryLedger
-from policy.quota.limits import Limits
-from policy.quota.reservations import KEEP_COMMITS_SECONDS, HardQuota
+from policy.quota import hard_quota
 from policy.routes import classify
 
 log = logging.getLogger("glance_gate")
@@ -219,29 +217,18 @@ class GlanceGate:
 
 
 def _size(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() else None
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
 
 
 def build_gate(config: configuration.Config) -> UploadGate:
     keystone = KeystoneClient(config.keystone)
     glance = GlanceClient(config.gateway.upstream, keystone.service_token,
                           timeout=config.upstream_timeout_seconds)
-    q = config.quota
-    limits = (Limits(q, config.keystone.url, keystone.service_token, config.keystone.timeout_seconds)
-              if q.keystone_limits else Limits(q))
-    # A commit counts on top of any usage reading that may predate it: at least as
-    # long as a reading stays cached, plus the time Glance may take to answer it.
-    keep = max(KEEP_COMMITS_SECONDS, q.usage_cache_seconds + config.upstream_timeout_seconds + 5)
-    if q.ledger == "redis":
-        from policy.quota.redis_ledger import RedisLedger  # redis only when configured
-        ledger = RedisLedger(q.redis_url, q.redis_timeout_seconds, q.lease_seconds, keep)
-    else:
-        ledger = MemoryLedger(q.lease_seconds, keep)
     return UploadGate(
         config,
         TokenValidator(keystone, TokenCache(config.keystone.cache_seconds), metrics.token_validated),
         glance,
-        HardQuota(q, limits, glance, ledger),
+        hard_quota(config, glance, keystone.service_token),
     )
 
 
