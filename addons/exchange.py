@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from policy.decision import Decision, upstream_reason
 from policy.gate import Verdict
 from policy.routes import Route
+
+if TYPE_CHECKING:
+    from addons.reservation import Reservation
 
 GATEWAY = "gateway"
 UPSTREAM = "upstream"
@@ -25,9 +29,11 @@ class Exchange:
     wall_start: float = field(default_factory=time.time)
     declared: int | None = None  # body bytes announced by Content-Length
     transferred: int = 0  # body bytes forwarded upstream
+    body_complete: bool = False  # the whole body went upstream
     decision_seconds: float | None = None  # uploads only
     forwarded_at: float | None = None  # when forwarding to Glance began
     verdict: Verdict | None = None  # uploads only
+    reservation: Reservation | None = None  # the quota's, settled when the request finishes
     status: int | None = None
     reason: str = ""
     source: str = ""

@@ -18,6 +18,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from addons import metrics, wire
 from addons.audit import AuditTrail
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
+from addons.reservation import Reservation
 from addons.trusted_auth import TrustedAuth
 from policy import config as configuration
 from policy import decision as rules
@@ -26,6 +27,7 @@ from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
+from policy.quota import hard_quota
 from policy.routes import classify
 
 log = logging.getLogger("glance_gate")
@@ -42,8 +44,10 @@ class UploadStream:
     """The stream callable of an allowed upload: counts bytes, and cuts the
     upload the moment it breaks a rule that only the body can reveal."""
 
-    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, verdict: Verdict):
+    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, verdict: Verdict,
+                 reservation: Reservation | None):
         self.gate, self.flow, self.exchange, self.verdict = gate, flow, exchange, verdict
+        self.reservation = reservation
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         if self.exchange.finished:
@@ -51,11 +55,15 @@ class UploadStream:
         if not data:  # end of body
             if self.exchange.transferred == 0:
                 self.gate.refuse(self.flow, self.exchange, rules.empty_body(), mid_stream=True)
+            else:
+                self.exchange.body_complete = True
             return []  # never b"": to a chunked upstream it is the terminating chunk
         if refusal := self.verdict.check_transferred(self.exchange.transferred + len(data)):
             self.gate.refuse(self.flow, self.exchange, refusal, mid_stream=True)
             return []
         self.exchange.transferred += len(data)
+        if self.reservation:
+            self.reservation.streamed(self.exchange.transferred)
         return data
 
 
@@ -106,6 +114,8 @@ class GlanceGate:
             exchange.fail(400, "bad_request", GATEWAY, invalid)
             self.finish(exchange)
             return
+        if exchange.route.is_import:
+            return  # a small JSON body: buffered, decided in `request`
         if not exchange.route.is_upload:
             flow.request.stream = True
             exchange.forward()
@@ -118,10 +128,36 @@ class GlanceGate:
             return
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
-        flow.request.stream = UploadStream(self, flow, exchange, verdict)
+        flow.request.stream = UploadStream(self, flow, exchange, verdict, self._reservation(flow, exchange))
         exchange.forward()
         metrics.forwarding(exchange)
         wire.release_client(flow)
+
+    async def request(self, flow: http.HTTPFlow) -> None:
+        exchange = flow.metadata.get("glance_gate")
+        if not exchange or not exchange.route.is_import:
+            return
+        assert self.gate and self.config
+        exchange.verdict = verdict = await self.gate.decide_import(
+            exchange.route, flow.request.headers.get_all("x-auth-token"), flow.request.get_content() or b"")
+        exchange.decision_seconds = time.monotonic() - exchange.started
+        if verdict.refusal:
+            headers, body = render(verdict.refusal, exchange.request_id, self.config.keystone.url)
+            flow.response = http.Response.make(verdict.refusal.status, body, headers)
+            exchange.refuse(verdict.refusal)
+            self.finish(exchange)
+            return
+        self._reservation(flow, exchange)
+        exchange.body_complete = True
+        exchange.forward()
+
+    def _reservation(self, flow: http.HTTPFlow, exchange: Exchange) -> Reservation | None:
+        assert exchange.verdict
+        if not exchange.verdict.hold:
+            return None
+        cut = lambda refusal: self.refuse(flow, exchange, refusal, mid_stream=True)  # noqa: E731
+        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut)
+        return exchange.reservation
 
     def _begin(self, flow: http.HTTPFlow) -> tuple[Exchange, str]:
         """The request's Exchange, and why mitmproxy refuses its framing, if it does."""
@@ -152,6 +188,7 @@ class GlanceGate:
             content_type=headers.get("content-type"),
             content_length=exchange.declared,
             chunked=exchange.declared is None,
+            image_size=_size(headers.get("x-openstack-image-size")),
         ))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -191,8 +228,10 @@ class GlanceGate:
 
     def finish(self, exchange: Exchange) -> None:
         """Called exactly once per request, with its final status."""
+        if exchange.reservation:
+            exchange.reservation.settle()
         metrics.finished(exchange)
-        if exchange.route.is_upload and self.audit:
+        if (exchange.route.is_upload or exchange.route.is_import) and self.audit:
             self.audit.write(exchange)
 
 
@@ -201,14 +240,20 @@ def trailers_refusal() -> bytes:
     return wire.raw_response(refusal.status, *render(refusal, request_id()))
 
 
+def _size(value: str | None) -> int | None:
+    return int(value) if value and value.isdigit() and int(value) > 0 else None
+
+
 def build_gate(config: configuration.Config) -> UploadGate:
     keystone = KeystoneClient(config.keystone)
+    glance = GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
+                          timeout=config.upstream_timeout_seconds)
     return UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),
                        metrics.token_validated),
-        GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
-                     timeout=config.upstream_timeout_seconds),
+        glance,
+        hard_quota(config, glance, keystone.service_token),
     )
 
 

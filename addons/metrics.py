@@ -23,6 +23,7 @@ PROBE_SECONDS = 5
 
 # Seconds: the added latency is milliseconds, uploads take minutes.
 _LATENCY = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300, 900)
+IMPORT_METHODS = frozenset({"glance-direct", "copy-image", "web-download", "glance-download"})
 _SIZES = tuple(float(2**n) for n in range(10, 41, 2))  # 1 KiB … 1 TiB
 
 requests = Counter("glance_gate_requests", "Requests by final status.",
@@ -38,6 +39,9 @@ upload_bytes = Counter("glance_gate_upload_bytes", "Upload body bytes forwarded 
 upload_size = Histogram("glance_gate_upload_size_bytes", "Sizes of uploads Glance accepted.", buckets=_SIZES)
 uploads_in_flight = Gauge("glance_gate_uploads_in_flight", "Uploads streaming to Glance now.")
 quota_rejections = Counter("glance_gate_quota_rejections", "Uploads refused for the quota.")
+quota_reservations = Counter("glance_gate_quota_reservations", "Quota reservations settled, by outcome.",
+                             ["outcome"])  # committed, released, error (left to its lease)
+imports = Counter("glance_gate_imports", "Image imports by method and final reason.", ["method", "reason"])
 token_validations = Counter("glance_gate_token_validations", "Token validations.",
                             ["method", "result", "cache"])
 dependency_up = Gauge("glance_gate_dependency_up", "1 when a dependency answers its probe.", ["dependency"])
@@ -46,6 +50,10 @@ build_info = Info("glance_gate_build", "Versions of glance-gate and mitmproxy.")
 
 def token_validated(method: str, result: str, cache: str) -> None:
     token_validations.labels(method, result, cache).inc()
+
+
+def reservation_settled(outcome: str) -> None:
+    quota_reservations.labels(outcome).inc()
 
 
 def forwarding(exchange: Exchange) -> None:
@@ -63,6 +71,9 @@ def finished(exchange: Exchange) -> None:
         decision_duration.observe(exchange.decision_seconds)
     if exchange.reason == "quota":
         quota_rejections.inc()
+    if exchange.route.is_import:
+        method = exchange.verdict.import_method if exchange.verdict else None
+        imports.labels(method if method in IMPORT_METHODS else "other", exchange.reason).inc()
     if exchange.streaming_upload:
         uploads_in_flight.dec()
         upload_bytes.inc(exchange.transferred)

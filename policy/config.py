@@ -66,10 +66,26 @@ class IdentityConf:
     roles_claim: str = "roles"
 
 
+LEDGERS = ("memory", "redis")
+LEDGER_DOWN = ("refuse", "allow")  # what an upload gets when the Redis ledger is down
+REMOTE_IMPORT = ("refuse", "allow")  # web-download / glance-download, whose size is unknown
+
+
 @dataclass(frozen=True)
 class Quota:
     default_bytes: int
     projects: dict[str, int] = field(default_factory=dict)
+    max_uploads: int = UNLIMITED  # concurrent uploads per project
+    keystone_limits: bool = False  # read image_size_total from Keystone's unified limits
+    limits_cache_seconds: float = 60
+    usage_cache_seconds: float = 2
+    chunk_bytes: int = 8 * 1024 * 1024  # reservation step of an upload of unknown size
+    ledger: str = "memory"
+    redis_url: str = ""
+    redis_timeout_seconds: float = 1
+    lease_seconds: float = 30
+    ledger_down: str = "refuse"
+    remote_import: str = "refuse"
 
     def limit_for(self, project_id: str) -> int:
         """Byte limit for a project; UNLIMITED (-1) means no limit."""
@@ -154,6 +170,12 @@ def _bytes(table: _Table, key: str, value) -> int:
     return value
 
 
+def _count(table: _Table, key: str, value: int) -> int:
+    if value < UNLIMITED:
+        raise ConfigError(f"{table.path}.{key} must be a count >= 0, or -1 for unlimited")
+    return value
+
+
 def parse(data: dict) -> Config:
     root = _Table(data, "")
     known = {"gateway", "keystone", "identity", "policy", "quota", "audit"}
@@ -187,20 +209,39 @@ def parse(data: dict) -> Config:
     default_bytes = _bytes(q, "default_bytes", q.get("default_bytes", int))
     projects = q.table("projects")
     overrides = {pid: _bytes(projects, pid, v) for pid, v in projects.data.items()}
+    quota = Quota(
+        default_bytes, overrides,
+        max_uploads=_count(q, "max_uploads", q.get("max_uploads", int, UNLIMITED)),
+        keystone_limits=q.get("keystone_limits", bool, False),
+        limits_cache_seconds=q.positive("limits_cache_seconds", 60),
+        usage_cache_seconds=q.positive("usage_cache_seconds", 2),
+        chunk_bytes=int(q.positive("chunk_bytes", 8 * 1024 * 1024)),
+        ledger=_choice(q, "ledger", LEDGERS),
+        redis_url=q.get("redis_url", str, ""),
+        redis_timeout_seconds=q.positive("redis_timeout_seconds", 1),
+        lease_seconds=q.positive("lease_seconds", 30),
+        ledger_down=_choice(q, "ledger_down", LEDGER_DOWN),
+        remote_import=_choice(q, "remote_import", REMOTE_IMPORT),
+    )
+    if quota.ledger == "redis" and not quota.redis_url.startswith(("redis://", "rediss://", "unix://")):
+        raise ConfigError("quota.redis_url must be a redis:// URL when quota.ledger is \"redis\"")
+    if quota.chunk_bytes < 1024 * 1024:
+        raise ConfigError("quota.chunk_bytes must be >= 1048576")  # a step must outrun one socket read
 
     return Config(
         gateway=gateway,
         keystone=keystone,
         admin_roles=frozenset(roles),
         upstream_timeout_seconds=gw.positive("upstream_timeout_seconds", 30.0),
-        quota=Quota(default_bytes, overrides),
+        quota=quota,
         audit_path=root.table("audit").text("path", "-"),
         identity=_identity(root.table("identity")),
     )
 
 
-def _choice(table: _Table, key: str, choices: tuple[str, ...], default: str) -> str:
-    value = table.text(key, default)
+def _choice(table: _Table, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
+    """One of `choices`; the first is the default unless another is given."""
+    value = table.text(key, choices[0] if default is None else default)
     if value not in choices:
         raise ConfigError(f"{table.path}.{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
     return value

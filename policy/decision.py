@@ -48,6 +48,8 @@ class Image:
     status: str
     disk_format: str | None
     container_format: str | None
+    size: int | None = None
+    stores: tuple[str, ...] = ()  # where Glance stores its data
 
 
 def bad_id(image_id: str) -> Decision:
@@ -83,12 +85,19 @@ def empty_body() -> Decision:
     return Decision(500, "empty_body", "The image data is empty; an upload must carry data.")
 
 
-def check_image(image: Image | None, caller: Identity, admin_roles: frozenset[str]) -> Decision | None:
+def check_owner(image: Image | None, caller: Identity, admin_roles: frozenset[str]) -> Decision | None:
     if image is None or image.status in ("deleted", "pending_delete"):
         return Decision(404, "not_found", "No image found with that id.")
     if image.owner != caller.project_id and not (caller.roles & admin_roles):
         return Decision(403, "forbidden",
                         "Only the image owner's project, or an admin, may upload image data.")
+    return None
+
+
+def check_image(image: Image | None, caller: Identity, admin_roles: frozenset[str]) -> Decision | None:
+    if refusal := check_owner(image, caller, admin_roles):
+        return refusal
+    assert image is not None
     if not image.disk_format or not image.container_format:
         return Decision(400, "formats",
                         "The image's disk_format and container_format must be set before data is uploaded.")
@@ -101,6 +110,20 @@ def check_image(image: Image | None, caller: Identity, admin_roles: frozenset[st
 def check_quota(size: int, usage: int, limit: int) -> Decision | None:
     if limit == UNLIMITED or usage + size <= limit:
         return None
+    return quota_exceeded(usage, limit)
+
+
+def quota_exceeded(usage: int, limit: int) -> Decision:
     return Decision(413, "quota",
                     f"The upload would exceed the project's storage quota: "
-                    f"{usage} of {limit} bytes are already used.")
+                    f"{usage} of {limit} bytes are already used or reserved.")
+
+
+def too_many_uploads(uploads: int, limit: int) -> Decision:
+    return Decision(413, "quota",
+                    f"The project already has {uploads} uploads in progress; its quota allows {limit}.")
+
+
+def unknown_size_import(method: str) -> Decision:
+    return Decision(413, "quota",
+                    f"Import method {method!r} brings data of unknown size; this gateway's quota refuses it.")

@@ -3,14 +3,22 @@ request headers, before any body byte is forwarded."""
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 
 from policy import decision as rules
-from policy.config import UNLIMITED, Config
+from policy.config import Config
 from policy.decision import Decision, Identity, Image
 from policy.glance import GlanceClient
 from policy.identity import InvalidToken, TokenValidator, Unavailable
+from policy.quota.reservations import HardQuota, Hold
 from policy.routes import Route, is_uuid
+
+log = logging.getLogger("glance_gate.gate")
+
+# Import methods whose data comes from elsewhere, in an amount nobody knows beforehand.
+REMOTE_IMPORTS = frozenset({"web-download", "glance-download"})
 
 
 @dataclass(frozen=True)
@@ -20,6 +28,11 @@ class UploadRequest:
     content_type: str | None
     content_length: int | None
     chunked: bool
+    image_size: int | None = None  # x-openstack-image-size, for a chunked body
+
+    @property
+    def declared_size(self) -> int | None:
+        return self.content_length if not self.chunked else self.image_size
 
 
 @dataclass
@@ -31,25 +44,33 @@ class Verdict:
     identity: Identity | None = None
     image: Image | None = None
     owner: str | None = None  # the project charged: the image owner's
-    usage: int = 0  # bytes the owner project stored before this upload
-    limit: int = UNLIMITED
+    hold: Hold | None = None  # the owner's reservation, when it has a quota
+    import_method: str | None = None  # imports only
 
     def check_transferred(self, transferred: int) -> Decision | None:
         """The quota rule again, for a body whose size shows only as it streams."""
-        return rules.check_quota(transferred, self.usage, self.limit)
+        return self.hold.check(transferred) if self.hold else None
 
 
 class UploadGate:
-    def __init__(self, config: Config, tokens: TokenValidator, glance: GlanceClient):
-        self.config, self.tokens, self.glance = config, tokens, glance
+    def __init__(self, config: Config, tokens: TokenValidator, glance: GlanceClient, quota: HardQuota):
+        self.config, self.tokens, self.glance, self.quota = config, tokens, glance, quota
 
     async def decide(self, req: UploadRequest) -> Verdict:
+        return await self._run(req.route, self._decide, req)
+
+    async def decide_import(self, route: Route, tokens: list[str], body: bytes) -> Verdict:
+        """POST /v2/images/{id}/import: the same caller and owner rules as an
+        upload, and the quota for the data the import will store."""
+        return await self._run(route, self._decide_import, route, tokens, body)
+
+    async def _run(self, route: Route, decide, *args) -> Verdict:
         verdict = Verdict()
-        if not is_uuid(req.route.image_id):
-            verdict.refusal = rules.bad_id(req.route.image_id)
+        if not is_uuid(route.image_id):
+            verdict.refusal = rules.bad_id(route.image_id)
             return verdict
         try:
-            verdict.refusal = await self._decide(req, verdict)
+            verdict.refusal = await decide(*args, verdict)
         except InvalidToken as e:
             verdict.refusal = rules.bad_token(str(e))
         except Unavailable as e:
@@ -66,8 +87,46 @@ class UploadGate:
         if refusal := rules.check_image(image, identity, self.config.admin_roles):
             return refusal
         assert image is not None
-        verdict.owner = owner = image.owner or identity.project_id
-        verdict.limit = self.config.quota.limit_for(owner)
-        if verdict.limit != UNLIMITED:
-            verdict.usage = await self.glance.usage(owner)
-        return verdict.check_transferred(req.content_length or 0)
+        verdict.owner = image.owner or identity.project_id
+        return await self._reserve(verdict, req.declared_size)
+
+    async def _decide_import(self, route: Route, tokens: list[str], body: bytes,
+                             verdict: Verdict) -> Decision | None:
+        verdict.identity = identity = await self.tokens.validate(tokens)
+        verdict.image = image = await self.glance.image(route.image_id, tokens[0].strip(), identity)
+        if refusal := rules.check_owner(image, identity, self.config.admin_roles):
+            return refusal
+        assert image is not None
+        verdict.owner = image.owner or identity.project_id
+        try:
+            request = json.loads(body)
+            method, stores = request["method"]["name"], request.get("stores") or []
+        except (ValueError, TypeError, KeyError, AttributeError):
+            return None  # Glance's schema refuses a malformed import itself
+        if not isinstance(method, str) or not isinstance(stores, list):
+            return None
+        verdict.import_method = method
+        if method in REMOTE_IMPORTS:
+            return rules.unknown_size_import(method) if self.config.quota.remote_import == "refuse" else None
+        copies = await self._new_copies(image, method, stores, request.get("all_stores") is True)
+        if not copies or not image.size:
+            return None  # nothing to store, or nothing staged: Glance answers
+        return await self._reserve(verdict, image.size * copies)
+
+    async def _new_copies(self, image: Image, method: str, stores: list, all_stores: bool) -> int:
+        """How many more copies of the data the import stores."""
+        targets = set(await self.glance.stores() if all_stores else map(str, stores))
+        if method == "copy-image":
+            return len(targets - set(image.stores))
+        return max(1, len(targets))  # glance-direct: the staged data, into each store
+
+    async def _reserve(self, verdict: Verdict, size: int | None) -> Decision | None:
+        assert verdict.owner
+        try:
+            verdict.hold, refusal = await self.quota.reserve(verdict.owner, size)
+        except Unavailable as e:
+            if e.dependency != "redis" or self.config.quota.ledger_down == "refuse":
+                raise
+            log.warning("quota ledger down, upload allowed unaccounted (quota.ledger_down = allow): %s", e)
+            return None
+        return refusal

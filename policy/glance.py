@@ -64,10 +64,20 @@ class GlanceClient:
             raise Unavailable("glance", f"image lookup answered {response.status_code}")
         body = response.json()
         return Image(id=body["id"], owner=body.get("owner"), status=body["status"],
-                     disk_format=body.get("disk_format"), container_format=body.get("container_format"))
+                     disk_format=body.get("disk_format"), container_format=body.get("container_format"),
+                     size=body.get("size"), stores=_split(body.get("stores")))
+
+    async def stores(self) -> tuple[str, ...]:
+        """The ids of every store Glance has enabled."""
+        response = await self._get("/v2/info/stores", await self.credentials.service())
+        if response.status_code != 200:
+            raise Unavailable("glance", f"store list answered {response.status_code}")
+        return tuple(store["id"] for store in response.json()["stores"])
 
     async def usage(self, project_id: str) -> int:
-        """Bytes stored by the project's images, read with the gateway's own identity."""
+        """Bytes stored by the project's images, as Glance's image_size_total
+        counts them (size × number of locations), read with the gateway's own
+        identity. A copy an import is writing right now already counts."""
         total, path = 0, "/v2/images"
         params = {"owner": project_id, "visibility": "all", "limit": 1000}
         while path:
@@ -75,7 +85,25 @@ class GlanceClient:
             if response.status_code != 200:
                 raise Unavailable("glance", f"image list answered {response.status_code}")
             body = response.json()
-            total += sum(image.get("size") or 0 for image in body["images"]
-                         if image["status"] not in NOT_STORED)
+            total += sum(stored(image) for image in body["images"] if image["status"] not in NOT_STORED)
             path, params = body.get("next"), None  # `next` carries its own query
         return total
+
+
+def _split(stores: str | None) -> tuple[str, ...]:
+    return tuple(s for s in (stores or "").split(",") if s)
+
+
+def stored(image: dict) -> int:
+    """size × locations. Listings show `locations` only when Glance's
+    show_multiple_locations is on; `stores` (multi-store Glance) names one
+    store per location; a single-store Glance shows neither: one location
+    once the data is in (`active`)."""
+    if "locations" in image:
+        copies = len(image["locations"])
+    elif "stores" in image:
+        copies = len(_split(image["stores"]))
+    else:
+        copies = 1 if image["status"] == "active" else 0
+    copies += len(_split(image.get("os_glance_importing_to_stores")))
+    return (image.get("size") or 0) * copies

@@ -13,11 +13,12 @@ from urllib.parse import parse_qsl, unquote
 
 UPLOAD = "upload"
 STAGE = "stage"
+IMPORT = "import"
 DOWNLOAD = "download"
 OTHER = "other"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_IMAGE_DATA = re.compile(r"^/images/([^/]*)/(file|stage)$", re.IGNORECASE)
+_IMAGE_DATA = re.compile(r"^/images/([^/]*)/(file|stage|import)$", re.IGNORECASE)
 # A superset of the versions Glance 33 maps to v2 (v2, v2.0 … v2.18): policing a
 # path Glance would then answer with 300 costs nothing.
 _V2 = re.compile(r"v2(\.\d+)?", re.IGNORECASE)
@@ -32,6 +33,10 @@ class Route:
     @property
     def is_upload(self) -> bool:
         return self.kind in (UPLOAD, STAGE)
+
+    @property
+    def is_import(self) -> bool:
+        return self.kind == IMPORT
 
 
 def normalize(path: str) -> str:
@@ -73,6 +78,8 @@ def classify(method: str, path: str, accept: str = "", content_type: str = "") -
         return Route(OTHER)
     image_id, action = match.group(1), match.group(2).lower()
     found = methods(method, path, content_type)
+    if action == "import":
+        return Route(IMPORT if "POST" in found else OTHER, image_id)
     if "PUT" in found:
         return Route(UPLOAD if action == "file" else STAGE, image_id)
     if found & {"GET", "HEAD"} and action == "file":

@@ -6,8 +6,9 @@ import pytest
 
 from policy import config as configuration
 from policy.decision import Identity, Image, check_body, check_image, check_media_type, check_quota
+from policy.glance import stored as glance_stored
 from policy.identity.cache import TokenCache
-from policy.routes import DOWNLOAD, OTHER, STAGE, UPLOAD, classify, is_uuid
+from policy.routes import DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
 
 ID = "0cb9328d-dd8c-41bb-b378-404b854b93b9"
 ALICE = Identity("u1", "projA", frozenset({"member"}), expires_at=10_000)
@@ -26,6 +27,9 @@ ADMIN = Identity("u0", "admin", frozenset({"admin", "member"}), expires_at=10_00
     ("PUT", f"/V2/IMAGES/{ID}/FILE", UPLOAD),
     ("PUT", f"/v2/images/{ID}/file;p=1", UPLOAD),
     ("POST", f"/v2/images/{ID}/file", OTHER),
+    ("POST", f"/v2/images/{ID}/import", IMPORT),
+    ("POST", f"//v2/images/{ID}/%69mport/", IMPORT),
+    ("GET", f"/v2/images/{ID}/import", OTHER),
     ("GET", "/v2/images", OTHER),
     ("PUT", f"/v2/images/{ID}", OTHER),
     ("PUT", f"/v2.1/images/{ID}/file", UPLOAD),
@@ -118,6 +122,19 @@ def test_quota():
     assert check_quota(10**15, 10**15, configuration.UNLIMITED) is None
 
 
+@pytest.mark.parametrize("image, stored", [
+    ({"status": "active", "size": 10, "stores": "fs"}, 10),
+    ({"status": "active", "size": 10, "stores": "fs,fs2"}, 20),
+    ({"status": "active", "size": 10, "stores": "fs", "os_glance_importing_to_stores": "fs2"}, 20),
+    ({"status": "active", "size": 10, "locations": [{}, {}, {}]}, 30),
+    ({"status": "active", "size": 10}, 10),  # single-store Glance: one location
+    ({"status": "uploading", "size": 10, "stores": ""}, 0),  # staged data is not stored yet
+    ({"status": "queued", "size": None}, 0),
+])
+def test_stored_bytes_as_glance_counts_them(image, stored):
+    assert glance_stored(image) == stored
+
+
 def test_token_cache_never_outlives_the_token():
     now = [1000.0]
     cache = TokenCache(cache_seconds=300, timer=lambda: now[0])
@@ -158,6 +175,14 @@ def test_config_defaults():
     ({"keystone__cache_seconds": 0}, "keystone.cache_seconds"),
     ({"keystone__cache_seconds": True}, "keystone.cache_seconds"),
     ({"quota__default_bytes": -2}, "quota.default_bytes"),
+    ({"quota__ledger": "etcd"}, "quota.ledger"),
+    ({"quota__ledger": "redis"}, "quota.redis_url"),
+    ({"quota__max_uploads": -2}, "quota.max_uploads"),
+    ({"quota__chunk_bytes": 1024}, "quota.chunk_bytes"),
+    ({"quota__lease_seconds": 0}, "quota.lease_seconds"),
+    ({"quota__ledger_down": "maybe"}, "quota.ledger_down"),
+    ({"quota__remote_import": "yes"}, "quota.remote_import"),
+    ({"quota__keystone_limits": 1}, "quota.keystone_limits"),
     ({"policy__admin_roles": "admin"}, "policy.admin_roles"),
 ])
 def test_config_errors_name_the_key(over, key):

@@ -28,11 +28,13 @@ USERS = {
                 E.get("GATEWAY_ROLES", "service").split()),
     "userA": ("userA-secret", "projA", ["member"]),
     "userB": ("userB-secret", "projB", ["member"]),
+    "userQ": ("userQ-secret", "projQ", ["member"]),  # the quota tests' own project
 }
 PROJECTS = {
     "service": "service users (glance, gateway)",
     "projA": "tenant A",
     "projB": "tenant B",
+    "projQ": "tenant Q (quota tests)",
 }
 ROLES = ["admin", "member", "reader", "service"]
 
@@ -183,7 +185,7 @@ cloud = {
     "state_dir": state,
     "users": users_out,
     "projects": {n: project_ids[n] for n in
-                 ("admin", "service", "projA", "projB")},
+                 ("admin", "service", "projA", "projB", "projQ")},
     "venvs": {"keystone": E["VENV_KEYSTONE"], "glance": E["VENV_GLANCE"],
               "client": E["VENV_CLIENT"]},
     "bin": {"openstack": os.path.join(E["VENV_CLIENT"], "bin", "openstack"),

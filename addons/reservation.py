@@ -1,0 +1,76 @@
+"""An allowed upload's quota reservation, kept while the body streams: the
+lease renewed, the grant grown ahead of a body of unknown size, and settled
+once when the request finishes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+
+from mitmproxy import http
+
+from addons import metrics, wire
+from addons.exchange import Exchange
+from policy import decision as rules
+from policy.decision import Decision
+from policy.identity import Unavailable
+from policy.quota.reservations import Hold
+from policy.routes import STAGE
+
+log = logging.getLogger("glance_gate.quota")
+
+
+class Reservation:
+    def __init__(self, flow: http.HTTPFlow, exchange: Exchange, hold: Hold,
+                 cut: Callable[[Decision], None]):
+        self.flow, self.exchange, self.hold, self.cut = flow, exchange, hold, cut
+        self._tasks: set[asyncio.Task] = set()
+        self._renewing = self._spawn(self._renew())
+
+    def _spawn(self, coro) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def streamed(self, transferred: int) -> None:
+        """After each chunk: ask for more before the grant runs out, and pause
+        the client when the next read could outrun the answer."""
+        if self.hold.wants_more(transferred):
+            self._spawn(self._extend(self.hold.extend()))
+        if self.hold.must_wait(transferred):
+            wire.hold_client(self.flow)
+
+    async def _extend(self, extension) -> None:
+        await extension
+        if not self.exchange.finished:
+            wire.release_client(self.flow)
+
+    async def _renew(self) -> None:
+        while not self.exchange.finished:
+            await asyncio.sleep(self.hold.quota.ledger.lease_seconds / 3)
+            try:
+                if not await self.hold.renew() and not self.exchange.finished:
+                    # Past its lease the upload is no longer counted: fail closed.
+                    self.cut(rules.unavailable("quota ledger", "the reservation's lease ran out"))
+            except Unavailable as e:
+                log.warning("cannot renew the reservation of %s: %s", self.exchange.request_id, e)
+
+    def settle(self) -> None:
+        """Glance stored the data if it said so, or if the whole body reached it
+        and its answer was lost: then commit (the safe side), else release."""
+        self._renewing.cancel()
+        ex = self.exchange
+        stored = (ex.route.kind != STAGE and ex.body_complete
+                  and (ex.upstream_status is None or ex.upstream_status < 300))
+        self._spawn(self._settle(stored))
+
+    async def _settle(self, stored: bool) -> None:
+        try:
+            await self.hold.settle(stored)
+        except Unavailable as e:  # the lease will drop it
+            log.warning("cannot settle the reservation of %s: %s", self.exchange.request_id, e)
+            metrics.reservation_settled("error")
+            return
+        metrics.reservation_settled("committed" if stored else "released")

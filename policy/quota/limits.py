@@ -1,0 +1,64 @@
+"""Each project's byte limit: from config.toml, or from Keystone's unified
+limits (`image_size_total` of the image service, in MiB, as Glance reads it:
+the project's limit, else the registered default). -1 means unlimited in both."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+import httpx
+from cachetools import TTLCache
+
+from policy.config import UNLIMITED, Quota
+from policy.identity import Unavailable
+
+MiB = 1024 * 1024
+RESOURCE = "image_size_total"
+
+
+class Limits:
+    def __init__(self, quota: Quota, keystone_url: str | None = None,
+                 service_token: Callable[[], Awaitable[str]] | None = None, timeout: float = 5):
+        self.quota = quota
+        self._keystone, self._service_token = keystone_url, service_token
+        self._http = httpx.AsyncClient(timeout=timeout) if keystone_url else None
+        self._cache: TTLCache = TTLCache(maxsize=10_000, ttl=quota.limits_cache_seconds)
+        self._service_id: str | None = None
+
+    async def limit_for(self, project: str) -> int:
+        """Bytes the project may store, UNLIMITED (-1) for no limit."""
+        if not self._keystone:
+            return self.quota.limit_for(project)
+        if project not in self._cache:
+            self._cache[project] = await self._unified_limit(project)
+        return self._cache[project]
+
+    async def _unified_limit(self, project: str) -> int:
+        service = await self._image_service()
+        query = {"service_id": service, "resource_name": RESOURCE}
+        for path, params in (("/v3/limits", {**query, "project_id": project}), ("/v3/registered_limits", query)):
+            found = (await self._get(path, params))[path.rsplit("/", 1)[1]]
+            if found:
+                mib = found[0]["resource_limit" if path == "/v3/limits" else "default_limit"]
+                return UNLIMITED if mib == UNLIMITED else mib * MiB
+        # Nothing registered in Keystone: config.toml's limit applies.
+        return self.quota.limit_for(project)
+
+    async def _image_service(self) -> str:
+        if self._service_id is None:
+            services = (await self._get("/v3/services", {"type": "image"}))["services"]
+            if not services:
+                raise Unavailable("keystone", "no image service in the catalog to read limits for")
+            self._service_id = services[0]["id"]
+        return self._service_id
+
+    async def _get(self, path: str, params: dict) -> dict:
+        assert self._http and self._service_token
+        try:
+            response = await self._http.get(self._keystone + path, params=params,
+                                            headers={"X-Auth-Token": await self._service_token()})
+        except httpx.HTTPError as e:
+            raise Unavailable("keystone", f"{type(e).__name__}: {e}") from None
+        if response.status_code != 200:
+            raise Unavailable("keystone", f"{path} answered {response.status_code}")
+        return response.json()

@@ -1,0 +1,407 @@
+"""The hard quota end to end: real Keystone, real Glance, real redis-server,
+gateway processes and real HTTP clients. projQ belongs to these tests: each
+starts with no image, so its usage at Glance is exactly what the test stored."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from tests.redis_server import RedisServer
+from tests.stack import Stack, start_gateway, stop
+from tests.test_upload_spec import assert_refusal, put
+
+MiB = 1024 * 1024
+LEASE = 3  # seconds, in the tests that watch a lease run out
+
+
+@pytest.fixture
+def projQ(stack: Stack) -> str:
+    """projQ's id, with every image of it deleted: its usage is 0."""
+    token = stack.token("admin")
+    project = stack.user("userQ")["project_id"]
+    r = stack.http.get(f"{stack.glance}/v2/images", params={"owner": project, "limit": 1000},
+                       headers={"X-Auth-Token": token})
+    for image in r.json()["images"]:
+        stack.delete_image(image["id"], user="admin")
+    assert glance_usage(stack, project) == 0
+    return project
+
+
+@pytest.fixture(scope="module")
+def redis_server(tmp_path_factory):
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+def glance_usage(stack: Stack, project: str) -> int:
+    """What projQ stores, as Glance counts image_size_total: size × stores."""
+    r = stack.http.get(f"{stack.glance}/v2/images", params={"owner": project, "limit": 1000},
+                       headers={"X-Auth-Token": stack.token("admin")})
+    assert r.status_code == 200 and not r.json().get("next"), r.text
+    return sum((i["size"] or 0) * len([s for s in i.get("stores", "").split(",") if s])
+               for i in r.json()["images"] if i["status"] not in ("deleted", "killed", "pending_delete"))
+
+
+def glance_took_up(stack: Stack, image_id: str, uploads: int) -> None:
+    """Until Glance has answered `uploads` PUTs of the image's data. A cut upload
+    may still sit in Glance's socket buffers, not yet begun, when the client
+    gets its 413: until Glance takes it up and hits the dropped connection, a
+    retry would find the image `saving`."""
+    log, deadline = stack.cloud["logs"]["glance"], time.monotonic() + 30
+    pattern = f'"PUT /v2/images/{image_id}/'
+    while time.monotonic() < deadline:
+        with open(log, errors="replace") as f:
+            if sum(pattern in line for line in f) >= uploads:
+                return
+        time.sleep(0.1)
+    raise AssertionError(f"Glance never answered {uploads} upload(s) of {image_id}")
+
+
+def gateway(tmp, stack, project, limit, ledger=None, **settings):
+    quota_settings = {"chunk_bytes": MiB, "lease_seconds": LEASE, **settings}
+    if ledger:
+        quota_settings.update(ledger="redis", redis_url=ledger.url)
+    return start_gateway(tmp, stack, quota={project: limit}, quota_settings=quota_settings)
+
+
+def chunks(size: int, part: int = 64 * 1024):
+    for offset in range(0, size, part):
+        yield os.urandom(min(part, size - offset))
+
+
+class Slow:
+    """A chunked body that sends `first` bytes, then waits for `go` before the rest."""
+
+    def __init__(self, first: int, rest: int):
+        self.first, self.rest, self.go = first, rest, threading.Event()
+
+    def __iter__(self):
+        yield from chunks(self.first)
+        assert self.go.wait(60)
+        yield from chunks(self.rest)
+
+
+def wait_saving(stack: Stack, image_id: str) -> None:
+    """Until Glance stores the upload's data: the gateway has reserved and forwarded it."""
+    deadline = time.monotonic() + 30
+    while stack.image(image_id)["status"] != "saving":
+        assert time.monotonic() < deadline, "the upload never reached Glance"
+        time.sleep(0.05)
+
+
+def in_thread(fn, *args):
+    result: dict = {}
+
+    def run():
+        try:
+            result["response"] = fn(*args)
+        except httpx.HTTPError as e:
+            result["error"] = e
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, result
+
+
+@pytest.mark.parametrize("ledger", ["memory", "redis"])
+def test_race_concurrent_uploads_never_pass_the_quota(stack, projQ, tmp_path, request, ledger):
+    """24 uploads at once, 2.4× the quota in all, half of them chunked; with
+    Redis, spread over two gateways sharing it."""
+    quota = 10 * MiB
+    server = request.getfixturevalue("redis_server") if ledger == "redis" else None
+    gateways = [gateway(tmp_path, stack, projQ, quota, server) for _ in range(2 if server else 1)]
+    rng = random.Random(4)
+    sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
+    token = stack.token("userQ")
+    images = [stack.create_image(user="userQ") for _ in sizes]
+
+    def upload(i: int) -> int:
+        body = chunks(sizes[i]) if i % 2 else os.urandom(sizes[i])
+        with httpx.Client(base_url=gateways[i % len(gateways)].url, timeout=120) as client:
+            return put(client, images[i], token, body).status_code
+
+    try:
+        with ThreadPoolExecutor(len(sizes)) as pool:
+            statuses = list(pool.map(upload, range(len(sizes))))
+    finally:
+        for gw in gateways:
+            stop(gw.proc)
+    accepted = sum(size for size, status in zip(sizes, statuses) if status == 204)
+    print(f"\n{ledger}: accepted {accepted} of quota {quota} bytes = {accepted / quota:.3f}; "
+          f"{statuses.count(204)} accepted, {statuses.count(413)} refused, {sum(sizes)} offered")
+    assert set(statuses) == {204, 413}, statuses
+    assert accepted <= quota
+    assert glance_usage(stack, projQ) == accepted <= quota
+    for i, status in enumerate(statuses):
+        if status == 413:
+            stack.assert_untouched(images[i], cut=bool(i % 2))
+
+
+def test_chunked_upload_grows_its_reservation_then_is_cut_at_the_limit(stack, projQ, tmp_path):
+    """1 MiB reservation steps: a 3 MiB chunked upload takes three, a 6 MiB one
+    is cut where it would cross the 5 MiB quota, and a retry that fits succeeds."""
+    gw = gateway(tmp_path, stack, projQ, 5 * MiB)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        first = stack.create_image(user="userQ")
+        assert put(client, first, token, chunks(3 * MiB)).status_code == 204
+        image_id = stack.create_image(user="userQ")
+        assert_refusal(put(client, image_id, token, chunks(6 * MiB)), 413, "quota")
+        glance_took_up(stack, image_id, 1)
+        stack.assert_untouched(image_id, cut=True)
+        assert put(client, image_id, token, chunks(2 * MiB)).status_code == 204
+        assert glance_usage(stack, projQ) == 5 * MiB
+        assert_refusal(put(client, stack.create_image(user="userQ"), token, chunks(MiB)), 413, "quota")
+    finally:
+        stop(gw.proc)
+
+
+def test_declared_image_size_of_a_chunked_upload_is_reserved_whole(stack, projQ, tmp_path):
+    gw = gateway(tmp_path, stack, projQ, 2 * MiB)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        image_id = stack.create_image(user="userQ")
+        r = put(client, image_id, token, chunks(MiB), headers={"x-openstack-image-size": str(3 * MiB)})
+        assert_refusal(r, 413, "quota")
+        stack.assert_untouched(image_id)
+        # Declared 1 MiB, sends 2: cut where it passes what it declared.
+        r = put(client, image_id, token, chunks(2 * MiB), headers={"x-openstack-image-size": str(MiB)})
+        assert_refusal(r, 413, "quota")
+        glance_took_up(stack, image_id, 1)
+        stack.assert_untouched(image_id, cut=True)
+    finally:
+        stop(gw.proc)
+
+
+def test_admin_upload_is_charged_to_the_image_owner(stack, projQ, tmp_path):
+    gw = gateway(tmp_path, stack, projQ, MiB)
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        image_id = stack.create_image(user="userQ")
+        assert_refusal(put(client, image_id, stack.token("admin"), os.urandom(2 * MiB)), 413, "quota")
+        stack.assert_untouched(image_id)
+    finally:
+        stop(gw.proc)
+
+
+def test_concurrent_uploads_cap(stack, projQ, tmp_path):
+    gw = gateway(tmp_path, stack, projQ, -1, max_uploads=1)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        busy, other = stack.create_image(user="userQ"), stack.create_image(user="userQ")
+        slow = Slow(MiB, MiB)
+        thread, result = in_thread(put, httpx.Client(base_url=gw.url, timeout=60), busy, token, slow)
+        wait_saving(stack, busy)
+        assert_refusal(put(client, other, token, b"x" * 1000), 413, "uploads in progress")
+        stack.assert_untouched(other)
+        slow.go.set()
+        thread.join(60)
+        assert result["response"].status_code == 204
+        assert put(client, other, token, b"x" * 1000).status_code == 204
+    finally:
+        stop(gw.proc)
+
+
+def test_stage_then_import_cannot_bypass_the_quota(stack, projQ, tmp_path):
+    """Staging is checked like /file; the glance-direct import that stores the
+    staged data is checked again, against what is stored by then."""
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        staged = stack.create_image(user="userQ")
+        assert_refusal(put(client, staged, token, os.urandom(4 * MiB), route="stage"), 413, "quota")
+        stack.assert_untouched(staged)
+        assert put(client, staged, token, os.urandom(2 * MiB), route="stage").status_code == 204
+        assert put(client, stack.create_image(user="userQ"), token, os.urandom(2 * MiB)).status_code == 204
+        r = client.post(f"/v2/images/{staged}/import", json={"method": {"name": "glance-direct"}},
+                        headers={"X-Auth-Token": token})
+        assert_refusal(r, 413, "quota")
+        assert stack.image(staged)["status"] == "uploading"
+        assert glance_usage(stack, projQ) == 2 * MiB
+    finally:
+        stop(gw.proc)
+
+
+def test_import_within_the_quota_passes(stack, projQ, tmp_path):
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        staged = stack.create_image(user="userQ")
+        assert put(client, staged, token, os.urandom(2 * MiB), route="stage").status_code == 204
+        r = client.post(f"/v2/images/{staged}/import", json={"method": {"name": "glance-direct"}},
+                        headers={"X-Auth-Token": token})
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 30
+        while stack.image(staged)["status"] != "active" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert glance_usage(stack, projQ) == 2 * MiB
+        # The import's bytes count now: a 2 MiB upload no longer fits.
+        assert_refusal(put(client, stack.create_image(user="userQ"), token, os.urandom(2 * MiB)), 413, "quota")
+    finally:
+        stop(gw.proc)
+
+
+def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp_path):
+    """An admin copies projQ's 2 MiB image into the cloud's second store: 4 MiB
+    in all, refused under a 3 MiB quota, accepted under 5 MiB, and then
+    Glance counts both copies."""
+    image_id = stack.create_image(user="userQ")
+    tight, roomy = (gateway(tmp_path, stack, projQ, limit) for limit in (3 * MiB, 5 * MiB))
+    copy = {"method": {"name": "copy-image"}, "stores": ["fs2"]}
+    admin = {"X-Auth-Token": stack.token("admin")}
+    try:
+        assert put(httpx.Client(base_url=tight.url), image_id, stack.token("userQ"),
+                   os.urandom(2 * MiB)).status_code == 204
+        r = httpx.post(f"{tight.url}/v2/images/{image_id}/import", json=copy, headers=admin, timeout=30)
+        assert_refusal(r, 413, "quota")
+        assert stack.image(image_id)["stores"] == "fs"
+        r = httpx.post(f"{roomy.url}/v2/images/{image_id}/import", json=copy, headers=admin, timeout=30)
+        assert r.status_code == 202, r.text
+        deadline = time.monotonic() + 30
+        while stack.image(image_id)["stores"] != "fs,fs2" and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert glance_usage(stack, projQ) == 4 * MiB
+    finally:
+        stop(tight.proc)
+        stop(roomy.proc)
+
+
+@pytest.mark.parametrize("rule, status", [("refuse", 413), ("allow", 400)])
+def test_web_download_follows_the_configured_rule(stack, projQ, tmp_path, rule, status):
+    """Its size is unknown: refused by default; `allow` leaves it to Glance
+    (whose cloud-in-a-box does not enable web-download: 400)."""
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB, remote_import=rule)
+    try:
+        image_id = stack.create_image(user="userQ")
+        r = httpx.post(f"{gw.url}/v2/images/{image_id}/import", timeout=30,
+                       json={"method": {"name": "web-download", "uri": "http://127.0.0.1:1/image"}},
+                       headers={"X-Auth-Token": stack.token("userQ")})
+        assert r.status_code == status, r.text
+        if rule == "refuse":
+            assert_refusal(r, 413, "unknown size")
+        stack.assert_untouched(image_id)
+        metrics = httpx.get(gw.metrics_url).text
+        reason = "quota" if rule == "refuse" else "bad_request"
+        assert f'glance_gate_imports_total{{method="web-download",reason="{reason}"}} 1.0' in metrics
+    finally:
+        stop(gw.proc)
+
+
+def test_import_needs_a_token_and_the_owner(stack, projQ, tmp_path):
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=30)
+        image_id = stack.create_image(user="userQ")
+        body = {"method": {"name": "glance-direct"}}
+        assert_refusal(client.post(f"/v2/images/{image_id}/import", json=body), 401, "authentication")
+        r = client.post(f"/v2/images/{image_id}/import", json=body, headers={"X-Auth-Token": stack.token("userB")})
+        assert_refusal(r, 404, "no image")
+        stack.assert_untouched(image_id)
+    finally:
+        stop(gw.proc)
+
+
+def test_redis_down_fails_closed_by_default(stack, projQ, tmp_path):
+    server = RedisServer(tmp_path / "redis").start()
+    closed = gateway(tmp_path, stack, projQ, 3 * MiB, server)
+    open_ = gateway(tmp_path, stack, projQ, 3 * MiB, server, ledger_down="allow")
+    server.stop()
+    token = stack.token("userQ")
+    try:
+        image_id = stack.create_image(user="userQ")
+        assert_refusal(put(httpx.Client(base_url=closed.url), image_id, token), 503, "redis")
+        stack.assert_untouched(image_id)
+        assert put(httpx.Client(base_url=open_.url), image_id, token).status_code == 204
+    finally:
+        stop(closed.proc)
+        stop(open_.proc)
+
+
+def test_kill_9_mid_upload_the_reservation_expires_with_its_lease(stack, projQ, tmp_path, redis_server):
+    """One gateway is killed while it streams a 2 MiB upload out of a 3 MiB
+    quota: its reservation outlives it only until the lease runs out, and
+    Glance puts the image back to `queued`."""
+    doomed = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
+    survivor = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
+    token = stack.token("userQ")
+    try:
+        image_id, other = stack.create_image(user="userQ"), stack.create_image(user="userQ")
+        slow = Slow(MiB, MiB)
+        thread, _ = in_thread(put, httpx.Client(base_url=doomed.url, timeout=60), image_id, token, slow,
+                              {"x-openstack-image-size": str(2 * MiB)})
+        wait_saving(stack, image_id)
+        client = httpx.Client(base_url=survivor.url, timeout=60)
+        assert_refusal(put(client, other, token, os.urandom(2 * MiB)), 413, "quota")
+        doomed.proc.send_signal(signal.SIGKILL)
+        doomed.proc.wait(10)
+        killed_at = time.monotonic()
+        data = os.urandom(2 * MiB)
+        # Nobody released it: the dead gateway's reservation still counts ...
+        assert_refusal(put(client, other, token, data), 413, "quota")
+        # ... until its lease runs out.
+        while (r := put(client, other, token, data)).status_code == 413 and time.monotonic() - killed_at < LEASE + 5:
+            time.sleep(0.2)
+        print(f"\nreservation of the killed gateway gone {time.monotonic() - killed_at:.1f} s after kill -9 "
+              f"(lease {LEASE} s)")
+        assert r.status_code == 204, r.text
+        slow.go.set()
+        thread.join(60)
+        glance_took_up(stack, image_id, 1)
+        stack.assert_untouched(image_id, cut=True)
+        assert glance_usage(stack, projQ) == 2 * MiB
+    finally:
+        stop(survivor.proc)
+        if doomed.proc.poll() is None:
+            stop(doomed.proc)
+
+
+def system_token(stack: Stack) -> str:
+    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "password": stack.user("admin")["password"], "domain": {"name": "Default"}}}},
+        "scope": {"system": {"all": True}}}}
+    r = stack.http.post(f"{stack.keystone}/v3/auth/tokens?nocatalog", json=body)
+    assert r.status_code == 201, r.text
+    return r.headers["X-Subject-Token"]
+
+
+def test_keystone_unified_limits_win_over_config(stack, projQ, tmp_path):
+    """image_size_total, in MiB, as Glance reads it: projQ's own limit (2 MiB)
+    applies although config.toml says unlimited."""
+    headers = {"X-Auth-Token": system_token(stack)}
+    keystone = f"{stack.keystone}/v3"
+    service = stack.http.get(f"{keystone}/services", params={"type": "image"}, headers=headers).json()
+    service_id = service["services"][0]["id"]
+    query = {"service_id": service_id, "resource_name": "image_size_total"}
+    if not stack.http.get(f"{keystone}/registered_limits", params=query, headers=headers).json()["registered_limits"]:
+        r = stack.http.post(f"{keystone}/registered_limits", headers=headers,
+                            json={"registered_limits": [{**query, "default_limit": -1}]})
+        assert r.status_code == 201, r.text
+    r = stack.http.post(f"{keystone}/limits", headers=headers,
+                        json={"limits": [{**query, "project_id": projQ, "resource_limit": 2}]})
+    assert r.status_code == 201, r.text
+    limit_id = r.json()["limits"][0]["id"]
+    gw = gateway(tmp_path, stack, projQ, -1, keystone_limits=True)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        image_id = stack.create_image(user="userQ")
+        assert_refusal(put(client, image_id, token, os.urandom(3 * MiB)), 413, str(2 * MiB))
+        stack.assert_untouched(image_id)
+        assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
+    finally:
+        stop(gw.proc)
+        assert stack.http.delete(f"{keystone}/limits/{limit_id}", headers=headers).status_code == 204
