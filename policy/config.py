@@ -82,6 +82,7 @@ class Config:
     keystone: Keystone
     admin_roles: frozenset[str]
     upstream_timeout_seconds: float
+    client_idle_timeout_seconds: int  # mitmproxy's tcp_timeout: a silent connection is closed
     quota: Quota
     audit_path: str  # a file, or "-" for stdout
     identity: IdentityConf = IdentityConf()
@@ -154,6 +155,13 @@ def _bytes(table: _Table, key: str, value) -> int:
     return value
 
 
+def _whole(table: _Table, key: str, default: int) -> int:
+    value = table.get(key, int, default)
+    if value <= 0:
+        raise ConfigError(f"{table.path}.{key} must be a whole number of seconds > 0")
+    return value
+
+
 def parse(data: dict) -> Config:
     root = _Table(data, "")
     known = {"gateway", "keystone", "identity", "policy", "quota", "audit"}
@@ -193,6 +201,7 @@ def parse(data: dict) -> Config:
         keystone=keystone,
         admin_roles=frozenset(roles),
         upstream_timeout_seconds=gw.positive("upstream_timeout_seconds", 30.0),
+        client_idle_timeout_seconds=_whole(gw, "client_idle_timeout_seconds", 60),
         quota=Quota(default_bytes, overrides),
         audit_path=root.table("audit").text("path", "-"),
         identity=_identity(root.table("identity")),

@@ -150,6 +150,7 @@ def test_config_defaults():
     assert c.keystone.cache_seconds == 300
     assert c.admin_roles == {"admin"}
     assert c.quota.limit_for("any") == 100
+    assert c.client_idle_timeout_seconds == 60
 
 
 @pytest.mark.parametrize("over, key", [
@@ -159,6 +160,8 @@ def test_config_defaults():
     ({"keystone__cache_seconds": True}, "keystone.cache_seconds"),
     ({"quota__default_bytes": -2}, "quota.default_bytes"),
     ({"policy__admin_roles": "admin"}, "policy.admin_roles"),
+    ({"gateway__client_idle_timeout_seconds": 0}, "gateway.client_idle_timeout_seconds"),
+    ({"gateway__client_idle_timeout_seconds": 2.5}, "gateway.client_idle_timeout_seconds"),
 ])
 def test_config_errors_name_the_key(over, key):
     with pytest.raises(configuration.ConfigError, match=key.replace(".", r"\.")):
