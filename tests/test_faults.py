@@ -30,12 +30,14 @@ def put(gw: Gateway, image_id: str, token: str, body: bytes) -> httpx.Response:
 
 
 def assert_serves(gw: Gateway, stack: Stack, user: str = "userA", size: int = MiB) -> None:
-    """The gateway still works: a new upload of `size` bytes is accepted and stored."""
+    """The gateway still works: a new upload of `size` bytes is accepted and
+    stored (then deleted: other tests' quotas count what projB stores)."""
     image_id = stack.create_image(user=user)
     r = put(gw, image_id, stack.token(user), os.urandom(size))
     assert r.status_code == 204, r.text
     assert (stack.image(image_id)["status"], stack.image(image_id)["size"]) == ("active", size)
     assert gw.metric("glance_gate_uploads_in_flight") == 0
+    stack.delete_image(image_id, user)
 
 
 def quota_gateway(tmp: Path, stack: Stack, **config) -> Gateway:
