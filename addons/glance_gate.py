@@ -13,6 +13,7 @@ import logging
 import time
 
 from mitmproxy import ctx, exceptions, http
+from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http.http1 import expected_http_body_size
 
 from addons import metrics, wire
@@ -93,8 +94,10 @@ class GlanceGate:
             if self.audit:
                 self.audit.close()
             self.audit = AuditTrail(self.config.audit_path)
-        unsafe = {k: v for k, v in SAFE_OPTIONS.items() if getattr(ctx.options, k) != v}
-        if unsafe:
+        wanted = dict(SAFE_OPTIONS)
+        if self.config:  # mitmproxy's inactivity timeout of a connection, 600 s by default
+            wanted["tcp_timeout"] = self.config.client_idle_timeout_seconds
+        if unsafe := {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}:
             ctx.options.update(**unsafe)
 
     def running(self) -> None:
@@ -208,8 +211,10 @@ class GlanceGate:
         detail = flow.error.msg if flow.error else ""
         if detail == wire.TRAILERS_REFUSED:
             exchange.fail(400, "bad_request", GATEWAY, detail)
-        elif flow.response is None and flow.server_conn.error:
-            exchange.fail(502, "upstream_unavailable", UPSTREAM, detail)  # mitmproxy answers 502
+        elif flow.response is None and flow.client_conn.state & ConnectionState.CAN_READ:
+            # The client is still there, so Glance failed (refused, closed or died
+            # mid-upload): mitmproxy answers 502 once this hook returns.
+            exchange.fail(502, "upstream_unavailable", UPSTREAM, detail)
         else:
             exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY, detail)
         self.finish(exchange)

@@ -98,6 +98,7 @@ class Config:
     keystone: Keystone
     admin_roles: frozenset[str]
     upstream_timeout_seconds: float
+    client_idle_timeout_seconds: int  # mitmproxy's tcp_timeout: a silent connection is closed
     quota: Quota
     audit_path: str  # a file, or "-" for stdout
     identity: IdentityConf = IdentityConf()
@@ -176,6 +177,13 @@ def _count(table: _Table, key: str, value: int) -> int:
     return value
 
 
+def _whole(table: _Table, key: str, default: int) -> int:
+    value = table.get(key, int, default)
+    if value <= 0:
+        raise ConfigError(f"{table.path}.{key} must be a whole number of seconds > 0")
+    return value
+
+
 def parse(data: dict) -> Config:
     root = _Table(data, "")
     known = {"gateway", "keystone", "identity", "policy", "quota", "audit"}
@@ -233,6 +241,7 @@ def parse(data: dict) -> Config:
         keystone=keystone,
         admin_roles=frozenset(roles),
         upstream_timeout_seconds=gw.positive("upstream_timeout_seconds", 30.0),
+        client_idle_timeout_seconds=_whole(gw, "client_idle_timeout_seconds", 60),
         quota=quota,
         audit_path=root.table("audit").text("path", "-"),
         identity=_identity(root.table("identity")),

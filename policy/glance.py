@@ -7,6 +7,7 @@ from typing import Protocol
 
 import httpx
 
+from policy import http
 from policy.decision import Identity, Image
 from policy.identity.keystone import InvalidToken, Unavailable
 
@@ -40,7 +41,7 @@ class GlanceClient:
                  timeout: float, client: httpx.AsyncClient | None = None):
         self.url = url
         self.credentials = credentials
-        self._http = client or httpx.AsyncClient(timeout=timeout)
+        self._http = client or http.client(timeout)
 
     async def _get(self, path: str, auth: dict[str, str], params=None) -> httpx.Response:
         try:

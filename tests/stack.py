@@ -15,6 +15,9 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from policy.glance import NOT_STORED
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("GLANCE_GATE_STATE", REPO / ".state"))
@@ -86,6 +89,13 @@ class Stack:
         assert r.status_code == 200, r.text
         return r.json()
 
+    def usage(self, project_id: str) -> int:
+        """Bytes the project's images store, as the gateway's quota counts them."""
+        r = self.http.get(f"{self.glance}/v2/images", headers={"X-Auth-Token": self.token("admin")},
+                          params={"owner": project_id, "visibility": "all", "limit": 1000})
+        assert r.status_code == 200 and "next" not in r.json(), r.text
+        return sum(i["size"] or 0 for i in r.json()["images"] if i["status"] not in NOT_STORED)
+
     def delete_image(self, image_id: str, user: str = "userA") -> None:
         r = self.http.delete(f"{self.glance}/v2/images/{image_id}",
                              headers={"X-Auth-Token": self.token(user)})
@@ -126,6 +136,15 @@ class Stack:
         assert (image["status"], image["size"]) == ("queued", None), image
 
 
+def wait_until(check, what: str, timeout: float = 30):
+    """check()'s first truthy value, polled; fails naming `what` after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not (value := check()):
+        assert time.monotonic() < deadline, f"{what}: not after {timeout} s"
+        time.sleep(0.1)
+    return value
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -150,7 +169,7 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
-                 quota_settings: dict | None = None) -> Path:
+                 quota_settings: dict | None = None, client_idle_timeout: int | None = None) -> Path:
     """quota: per-project byte limits; quota_settings: any other [quota] key;
     identity: the [identity] table."""
     gw = stack.user("gateway")
@@ -161,6 +180,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         f'upstream = "{upstream or stack.glance}"',
         f'metrics = "127.0.0.1:{metrics_port}"',
         "upstream_timeout_seconds = 10",
+        *([f"client_idle_timeout_seconds = {client_idle_timeout}"] if client_idle_timeout else []),
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
         f'username = "{gw["username"]}"',
@@ -191,6 +211,13 @@ class Gateway:
 
     def log_text(self) -> str:
         return self.log.read_text()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """The sum of a metric's samples with these labels, as scraped now."""
+        text = httpx.get(self.metrics_url, timeout=10).text
+        return sum(sample.value for family in text_string_to_metric_families(text)
+                   for sample in family.samples
+                   if sample.name == name and labels.items() <= sample.labels.items())
 
     def audit(self) -> list[dict]:
         """The audit trail's records so far."""

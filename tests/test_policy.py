@@ -167,6 +167,7 @@ def test_config_defaults():
     assert c.keystone.cache_seconds == 300
     assert c.admin_roles == {"admin"}
     assert c.quota.limit_for("any") == 100
+    assert c.client_idle_timeout_seconds == 60
 
 
 @pytest.mark.parametrize("over, key", [
@@ -184,6 +185,8 @@ def test_config_defaults():
     ({"quota__remote_import": "yes"}, "quota.remote_import"),
     ({"quota__keystone_limits": 1}, "quota.keystone_limits"),
     ({"policy__admin_roles": "admin"}, "policy.admin_roles"),
+    ({"gateway__client_idle_timeout_seconds": 0}, "gateway.client_idle_timeout_seconds"),
+    ({"gateway__client_idle_timeout_seconds": 2.5}, "gateway.client_idle_timeout_seconds"),
 ])
 def test_config_errors_name_the_key(over, key):
     with pytest.raises(configuration.ConfigError, match=key.replace(".", r"\.")):

@@ -9,6 +9,7 @@ from datetime import datetime
 
 import httpx
 
+from policy import http
 from policy.config import Keystone
 from policy.decision import Identity
 
@@ -49,7 +50,7 @@ class KeystoneClient:
 
     def __init__(self, conf: Keystone, client: httpx.AsyncClient | None = None):
         self.conf = conf
-        self._http = client or httpx.AsyncClient(timeout=conf.timeout_seconds)
+        self._http = client or http.client(conf.timeout_seconds)
         self._service_token: str | None = None
         self._service_expires = 0.0
         self._login = asyncio.Lock()
