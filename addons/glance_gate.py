@@ -101,9 +101,12 @@ class GlanceGate:
             ctx.options.update(**unsafe)
 
     def running(self) -> None:
-        assert self.config
-        self.metrics.probe({"keystone": f"{self.config.keystone.url}/v3",
-                            "glance": f"{self.config.gateway.upstream}/versions"})
+        assert self.config and self.gate
+        targets = {"keystone": f"{self.config.keystone.url}/v3",
+                   "glance": f"{self.config.gateway.upstream}/versions"}
+        if self.config.quota.ledger == "redis":
+            targets["redis"] = self.gate.quota.ledger.ping
+        self.metrics.probe(targets)
 
     def done(self) -> None:
         self.metrics.done()

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from tests.redis_server import RedisServer
-from tests.stack import Stack, start_gateway, stop
+from tests.stack import Stack, start_gateway, stop, wait_until
 from tests.test_upload_spec import assert_refusal, put
 
 MiB = 1024 * 1024
@@ -326,6 +326,8 @@ def test_redis_down_fails_closed_by_default(stack, projQ, tmp_path):
         assert_refusal(put(httpx.Client(base_url=closed.url), image_id, token), 503, "redis")
         stack.assert_untouched(image_id)
         assert put(httpx.Client(base_url=open_.url), image_id, token).status_code == 204
+        wait_until(lambda: 'glance_gate_dependency_up{dependency="redis"} 0.0' in httpx.get(closed.metrics_url).text,
+                   "the gateway's probe to report Redis down", 15)
     finally:
         stop(closed.proc)
         stop(open_.proc)

@@ -36,6 +36,10 @@ class Ledger(ABC):
     def __init__(self, lease_seconds: float, keep_commits_seconds: float):
         self.lease_seconds, self.keep_commits_seconds = lease_seconds, keep_commits_seconds
 
+    async def ping(self) -> bool:
+        """Whether the ledger can answer (for the dependency probe)."""
+        return True
+
     @abstractmethod
     async def generation(self, project: str) -> int:
         """Read before fetching usage from Glance."""

@@ -32,6 +32,12 @@ class RedisLedger(Ledger):
         except (RedisError, OSError) as e:
             raise Unavailable("redis", f"{type(e).__name__}: {e}") from None
 
+    async def ping(self) -> bool:
+        try:
+            return bool(await self._redis.ping())
+        except (RedisError, OSError):
+            return False
+
     async def generation(self, project: str) -> int:
         return await self._call("generation", project)
 
