@@ -91,10 +91,13 @@ class Stack:
 
     def usage(self, project_id: str) -> int:
         """Bytes the project's images store, as the gateway's quota counts them."""
-        r = self.http.get(f"{self.glance}/v2/images", headers={"X-Auth-Token": self.token("admin")},
-                          params={"owner": project_id, "visibility": "all", "limit": 1000})
-        assert r.status_code == 200 and "next" not in r.json(), r.text
-        return sum(i["size"] or 0 for i in r.json()["images"] if i["status"] not in NOT_STORED)
+        total, path = 0, f"/v2/images?owner={project_id}&visibility=all&limit=1000"
+        while path:
+            r = self.http.get(f"{self.glance}{path}", headers={"X-Auth-Token": self.token("admin")})
+            assert r.status_code == 200, r.text
+            total += sum(i["size"] or 0 for i in r.json()["images"] if i["status"] not in NOT_STORED)
+            path = r.json().get("next")
+        return total
 
     def delete_image(self, image_id: str, user: str = "userA") -> None:
         r = self.http.delete(f"{self.glance}/v2/images/{image_id}",

@@ -292,3 +292,4 @@ def test_hostile_request_is_refused_or_policed(stack, hostile_gateway, case):
     if case.method == "PUT" and case.raw is None:
         assert all(c >= 300 for c in codes), reply[:500]  # refused, or Glance's version list
     stack.assert_untouched(image_id, cut=True)
+    stack.delete_image(image_id, user="userB")

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from policy import config as configuration
 from policy.decision import Identity, Image, check_quota
 from policy.gate import UploadGate, UploadRequest
+from policy.quota import hard_quota
 from policy.identity import InvalidToken, TokenCache, TokenValidator, Unavailable
 from policy.routes import STAGE, UPLOAD, Route, classify, normalize
 
@@ -213,7 +214,9 @@ def decide(image_id, tokens, outcome, media, length, chunked, image, usage, limi
         "gateway": {"listen": "127.0.0.1:1", "upstream": "http://glance", "metrics": "127.0.0.1:2"},
         "keystone": {"url": "http://keystone", "username": "u", "password": "p", "project": "p"},
         "policy": {"admin_roles": ["admin"]}, "quota": {"default_bytes": limit}})
-    gate = UploadGate(config, TokenValidator(Checker(outcome), TokenCache(300)), Glance(image, usage))
+    glance = Glance(image, usage)
+    gate = UploadGate(config, TokenValidator(Checker(outcome), TokenCache(300)), glance,
+                      hard_quota(config, glance, service_token=None))
     request = UploadRequest(Route(UPLOAD, image_id), tokens, media, length, chunked)
     verdict = asyncio.run(gate.decide(request))
     return verdict.refusal.status if verdict.refusal else None
