@@ -10,18 +10,28 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.stack import (REPO, Gateway, Stack, curl, free_port, load_cloud,  # noqa: F401
+from tests.stack import (REPO, Gateway, Stack, curl, free_port, load_cloud, load_identity_cloud,  # noqa: F401
                          start_gateway, stop)
 
 QUOTA_B = 4 * 1024 * 1024  # projB's quota in these tests
 
 
-@pytest.fixture(scope="session")
-def cloud() -> dict:
+def _loaded(load) -> dict:
     try:
-        return load_cloud()
+        return load()
     except RuntimeError as e:
         pytest.fail(str(e))
+
+
+@pytest.fixture(scope="session")
+def cloud() -> dict:
+    return _loaded(load_cloud)
+
+
+@pytest.fixture(scope="session")
+def ident() -> dict:
+    """The identity extras of the cloud (CLOUD_IDENTITY=1): JWS Keystone, trusted Glance."""
+    return _loaded(load_identity_cloud)
 
 
 @pytest.fixture(scope="session")

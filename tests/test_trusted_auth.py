@@ -10,20 +10,12 @@ import httpx
 import jwt
 import pytest
 
-from tests.stack import load_identity_cloud, start_gateway, stop
+from tests.stack import start_gateway, stop
 from tests.test_upload_spec import assert_refusal, put
 from tests.tokens import Provider, claims_of, hs256_with, new_key, public_pem, tampered, unsigned
 
 FORGED = {"X-Roles": "admin", "X-Role": "admin", "X-Identity-Status": "Confirmed",
           "X-Is-Admin-Project": "True", "X-Service-Roles": "admin", "OpenStack-System-Scope": "all"}
-
-
-@pytest.fixture(scope="module")
-def ident() -> dict:
-    try:
-        return load_identity_cloud()
-    except RuntimeError as e:
-        pytest.fail(str(e))
 
 
 @pytest.fixture(scope="module")
