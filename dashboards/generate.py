@@ -46,6 +46,10 @@ PANELS: list[tuple[str, str, list[dict]]] = [
      [q(f"sum(rate(glance_gate_upload_bytes_total{{{SEL}}}[{RATE}]))", "bytes/s to Glance")]),
     ("Accepted upload sizes", "bytes", quantiles("glance_gate_upload_size_bytes")),
     ("Uploads in flight", "short", [q(f"sum(glance_gate_uploads_in_flight{{{SEL}}})", "uploads")]),
+    ("Quota reservations by outcome", "ops",
+     [q(f"sum by (outcome) (rate(glance_gate_quota_reservations_total{{{SEL}}}[{RATE}]))", "{{outcome}}")]),
+    ("Imports by method", "reqps",
+     [q(f"sum by (method, reason) (rate(glance_gate_imports_total{{{SEL}}}[{RATE}]))", "{{method}} ({{reason}})")]),
     ("Token cache hit ratio", "percentunit",
      [q(f'sum(rate(glance_gate_token_validations_total{{{SEL}, cache="hit"}}[{RATE}])) / '
         f'sum(rate(glance_gate_token_validations_total{{{SEL}, cache=~"hit|miss"}}[{RATE}]))', "hit ratio")]),
