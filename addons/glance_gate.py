@@ -121,7 +121,10 @@ class GlanceGate:
             self.finish(exchange)
             return
         if exchange.route.is_import:
-            return  # a small JSON body: buffered, decided in `request`
+            # A small JSON body, buffered and decided in `request`.
+            if refusal := rules.check_import_body(exchange.declared):
+                self.refuse(flow, exchange, refusal)
+            return
         if not exchange.route.is_upload:
             flow.request.stream = True
             exchange.forward()

@@ -124,6 +124,18 @@ def too_many_uploads(uploads: int, limit: int) -> Decision:
                     f"The project already has {uploads} uploads in progress; its quota allows {limit}.")
 
 
+IMPORT_BODY_LIMIT = 64 * 1024  # an import request is a small JSON document
+
+
+def check_import_body(content_length: int | None) -> Decision | None:
+    """The gateway reads an import's body before deciding: bound it, and only
+    with a declared length."""
+    if content_length is not None and content_length <= IMPORT_BODY_LIMIT:
+        return None
+    return Decision(400, "bad_request",
+                    f"An import request must declare a Content-Length of at most {IMPORT_BODY_LIMIT} bytes.")
+
+
 def unknown_size_import(method: str) -> Decision:
     return Decision(413, "quota",
                     f"Import method {method!r} brings data of unknown size; this gateway's quota refuses it.")

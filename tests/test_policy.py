@@ -204,3 +204,11 @@ def test_example_config_is_valid():
     from pathlib import Path
     c = configuration.load(Path(__file__).parent.parent / "config.toml")
     assert c.gateway.listen_port == 9393
+
+
+def test_import_body_is_bounded():
+    from policy.decision import IMPORT_BODY_LIMIT, check_import_body
+    assert check_import_body(100) is None
+    assert check_import_body(IMPORT_BODY_LIMIT) is None
+    assert check_import_body(IMPORT_BODY_LIMIT + 1).status == 400
+    assert check_import_body(None).status == 400  # chunked: no declared length

@@ -255,6 +255,20 @@ def test_import_within_the_quota_passes(stack, projQ, tmp_path):
         stop(gw.proc)
 
 
+def test_import_body_must_be_small_and_declared(stack, gw_http):
+    """The gateway reads an import's JSON before deciding, so it bounds it:
+    refused before any of it is read or reaches Glance, the staged image kept."""
+    staged = stack.create_image()
+    token = stack.token("userA")
+    assert put(gw_http, staged, token, b"staged", route="stage").status_code == 204
+    url, headers = f"/v2/images/{staged}/import", {"X-Auth-Token": token, "Content-Type": "application/json"}
+    chunked = iter([b'{"method": {"name": "glance-direct"}}'])
+    assert_refusal(gw_http.post(url, content=chunked, headers=headers), 400, "content-length")
+    padded = b'{"method": {"name": "glance-direct"}, "pad": "' + b"x" * 70_000 + b'"}'
+    assert_refusal(gw_http.post(url, content=padded, headers=headers), 400, "content-length")
+    assert stack.image(staged)["status"] == "uploading"
+
+
 def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp_path):
     """An admin copies projQ's 2 MiB image into the cloud's second store: 4 MiB
     in all, refused under a 3 MiB quota, accepted under 5 MiB, and then
