@@ -161,12 +161,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sample-seconds", type=float, default=5, help="RSS/fd sampling interval")
     parser.add_argument("--warmup-seconds", type=float, default=None,
                         help="samples ignored for the RSS windows (default: 30 s, or a sixth of a short run)")
+    parser.add_argument("--window-seconds", type=float, default=60,
+                        help="length of the first and last RSS windows compared; RSS saws with each "
+                             "upload's buffers, so long runs want long windows")
     parser.add_argument("--fd-slack", type=int, default=10, help="--check: fds allowed to stay open once idle")
     parser.add_argument("--check", action="store_true", help="exit 1 on hard failures")
     args = parser.parse_args(argv)
     duration = args.minutes * 60
     warmup = args.warmup_seconds if args.warmup_seconds is not None else min(30.0, duration / 6)
-    window = min(60.0, (duration - warmup) / 2)  # the first and the last window never overlap
+    window = min(args.window_seconds, (duration - warmup) / 2)  # the first and the last window never overlap
 
     up = subprocess.run([str(REPO / "scripts" / "cloud"), "up"], capture_output=True, text=True, timeout=600)
     if up.returncode:
