@@ -3,17 +3,35 @@ real Keystone, real Glance, and glance-gate processes started per session."""
 
 from __future__ import annotations
 
+import os
 import socket
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+from hypothesis import settings
 
 from tests.stack import (REPO, Gateway, Stack, curl, free_port, load_cloud, load_identity_cloud,  # noqa: F401
                          start_gateway, stop)
 
 QUOTA_B = 4 * 1024 * 1024  # projB's quota in these tests
+
+# CI replays the same examples on every run: derandomized, with no example
+# database. Local runs stay random, so they keep finding new cases (and keep
+# what they found in .hypothesis/).
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
+
+CLOUD_FIXTURES = {"cloud", "ident"}
+
+
+def pytest_collection_modifyitems(items) -> None:
+    """Every test that needs the cloud-in-a-box, directly or through another
+    fixture, is marked `stack`: `scripts/test --offline` runs the others."""
+    for item in items:
+        if CLOUD_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.stack)
 
 
 def _loaded(load) -> dict:

@@ -191,15 +191,17 @@ def decision_cases(draw) -> tuple[tuple, int | None]:
     caller = Identity("user", project, frozenset(roles | ({"admin"} if may_write == "admin" else set())), 10**10)
     image = (None if exists == "none"
              else Image("id", owner, exists or status, *formats))
-    size = length or 0
+    # The room an upload needs: its declared length; a chunked body of unknown
+    # size needs at least one byte, so a project exactly at its limit refuses it.
+    need = length or 1
     if not usage_known:
         usage, limit = Unavailable("glance", "down"), draw(st.integers(0, 2**40))
     elif fits:
         usage = draw(st.integers(0, 2**40))
-        limit = draw(st.just(UNLIMITED) | st.integers(usage + size, usage + size + 2**40))
+        limit = draw(st.just(UNLIMITED) | st.integers(usage + need, usage + need + 2**40))
     else:
-        usage = draw(st.integers(1, 2**40))
-        limit = draw(st.integers(0, usage + size - 1))
+        usage = draw(st.integers(0, 2**40))
+        limit = draw(st.integers(0, usage + need - 1))
 
     outcome = caller if check == "valid" else check
     found = image if lookup == "answers" else lookup
