@@ -13,10 +13,10 @@ from hypothesis import strategies as st
 
 from policy import config as configuration
 from policy.decision import Identity, Image, check_quota
-from policy.gate import UploadGate, UploadRequest
-from policy.quota import hard_quota
-from policy.identity import InvalidToken, TokenCache, TokenValidator, Unavailable
+from policy.gate import UploadRequest
+from policy.identity import InvalidToken, Unavailable
 from policy.routes import STAGE, UPLOAD, Route, classify, normalize
+from tests.fakes import config, upload_gate
 
 URL_CHARS = string.ascii_letters + string.digits + "-._~/;=&+:@!$'()*,"
 SEGMENT = st.text(alphabet=string.ascii_letters + string.digits + "-_~", min_size=1, max_size=8)
@@ -122,37 +122,6 @@ def test_percent_encoding_the_path_changes_nothing(variants, method):
 
 # -- the decision table -------------------------------------------------------------
 
-class Checker:
-    """Token checks with a fixed outcome, as the configured mode would give them."""
-
-    method = "test"
-
-    def __init__(self, outcome: Identity | Exception):
-        self.outcome = outcome
-
-    async def validate(self, token: str) -> Identity:
-        if isinstance(self.outcome, Exception):
-            raise self.outcome
-        return self.outcome
-
-
-class Glance:
-    """Glance's answers, fixed: the image (or why there is none) and the owner's usage."""
-
-    def __init__(self, image: Image | None | Exception, usage: int | Exception):
-        self._image, self._usage = image, usage
-
-    async def image(self, image_id: str, token: str, caller: Identity) -> Image | None:
-        if isinstance(self._image, Exception):
-            raise self._image
-        return self._image
-
-    async def usage(self, project_id: str) -> int:
-        if isinstance(self._usage, Exception):
-            raise self._usage
-        return self._usage
-
-
 UNLIMITED = configuration.UNLIMITED
 # The spec's rules in order, by the status each gives; 0: the status depends on the failure (401 or 503).
 RULES = [400, 401, 0, 415, 500, 0, 404, 403, 400, 409, 503, 413]
@@ -212,13 +181,7 @@ def decision_cases(draw) -> tuple[tuple, int | None]:
 
 
 def decide(image_id, tokens, outcome, media, length, chunked, image, usage, limit) -> int | None:
-    config = configuration.parse({
-        "gateway": {"listen": "127.0.0.1:1", "upstream": "http://glance", "metrics": "127.0.0.1:2"},
-        "keystone": {"url": "http://keystone", "username": "u", "password": "p", "project": "p"},
-        "policy": {"admin_roles": ["admin"]}, "quota": {"default_bytes": limit}})
-    glance = Glance(image, usage)
-    gate = UploadGate(config, TokenValidator(Checker(outcome), TokenCache(300)), glance,
-                      hard_quota(config, glance, service_token=None))
+    gate = upload_gate(config(limit), outcome, image, usage)
     request = UploadRequest(Route(UPLOAD, image_id), tokens, media, length, chunked)
     verdict = asyncio.run(gate.decide(request))
     return verdict.refusal.status if verdict.refusal else None

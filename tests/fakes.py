@@ -1,0 +1,57 @@
+"""The policy's dependencies with fixed answers, for tests that need no cloud."""
+
+from __future__ import annotations
+
+from policy import config as configuration
+from policy.decision import Identity, Image
+from policy.gate import UploadGate
+from policy.identity import TokenCache, TokenValidator
+from policy.quota import hard_quota
+
+
+class Checker:
+    """Token checks with a fixed outcome, as the configured mode would give them."""
+
+    method = "test"
+
+    def __init__(self, outcome: Identity | Exception):
+        self.outcome = outcome
+
+    async def validate(self, token: str) -> Identity:
+        if isinstance(self.outcome, Exception):
+            raise self.outcome
+        return self.outcome
+
+
+class Glance:
+    """Glance's answers, fixed: the image (or why there is none) and the owner's usage."""
+
+    def __init__(self, image: Image | None | Exception, usage: int | Exception):
+        self._image, self._usage = image, usage
+
+    async def image(self, image_id: str, token: str, caller: Identity) -> Image | None:
+        if isinstance(self._image, Exception):
+            raise self._image
+        return self._image
+
+    async def usage(self, project_id: str) -> int:
+        if isinstance(self._usage, Exception):
+            raise self._usage
+        return self._usage
+
+
+def config(limit: int, audit: str = "-", **quota) -> configuration.Config:
+    """A valid config whose dependencies are never called; `limit`: every project's quota."""
+    return configuration.parse({
+        "gateway": {"listen": "127.0.0.1:1", "upstream": "http://glance", "metrics": "127.0.0.1:2"},
+        "keystone": {"url": "http://keystone", "username": "u", "password": "p", "project": "p"},
+        "policy": {"admin_roles": ["admin"]}, "audit": {"path": audit},
+        "quota": {"default_bytes": limit, **quota}})
+
+
+def upload_gate(conf: configuration.Config, outcome: Identity | Exception,
+                image: Image | None | Exception, usage: int | Exception) -> UploadGate:
+    """The real gate and quota, on a token check and a Glance with fixed answers."""
+    glance = Glance(image, usage)
+    return UploadGate(conf, TokenValidator(Checker(outcome), TokenCache(300)), glance,
+                      hard_quota(conf, glance, service_token=None))

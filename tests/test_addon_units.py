@@ -1,0 +1,250 @@
+"""The addon layer without the cloud, on mitmproxy's own test helpers
+(taddons, tflow): GlanceGate's hooks, UploadStream, the refusal path and
+finish. The policy is the real gate and quota; only its dependencies (the
+token check, Glance) give fixed answers (tests/fakes.py)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+from mitmproxy import exceptions, hooks, http
+from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.test import taddons, tflow
+from prometheus_client import REGISTRY
+
+from addons.audit import AuditTrail
+from addons.glance_gate import SAFE_OPTIONS, GlanceGate, UploadStream
+from policy.decision import Identity, Image
+from tests.fakes import config, upload_gate
+from tests.stack import free_port
+
+IMAGE_ID = "0cb9328d-dd8c-41bb-b378-404b854b93b1"
+CALLER = Identity("userA", "projA", frozenset({"member"}), 10**10)
+QUEUED = Image(IMAGE_ID, "projA", "queued", "raw", "bare")
+UNLIMITED = -1
+
+
+def upload(headers: dict[str, str], path: str = f"/v2/images/{IMAGE_ID}/file") -> http.HTTPFlow:
+    """A flow as mitmproxy has it at `requestheaders`: the head read, no body yet."""
+    request = http.Request.make("PUT", f"http://glance{path}")
+    request.headers.clear()
+    request.headers.update({"host": "glance", **headers})
+    request.data.content = None
+    return tflow.tflow(req=request)
+
+
+def upload_headers(length: int | None = 1024, **extra: str) -> dict[str, str]:
+    framing = {"content-length": str(length)} if length is not None else {"transfer-encoding": "chunked"}
+    return {"x-auth-token": "tok", "content-type": "application/octet-stream", **framing, **extra}
+
+
+def gateway(tmp_path: Path, limit: int = UNLIMITED, image: Image | None = QUEUED, usage: int = 0) -> GlanceGate:
+    """The addon as `configure` leaves it, with the fixed-answer gate."""
+    gg = GlanceGate()
+    gg.config = config(limit, audit=str(tmp_path / "audit.jsonl"), chunk_bytes=1024 * 1024)
+    gg.gate = upload_gate(gg.config, CALLER, image, usage)
+    gg.audit = AuditTrail(gg.config.audit_path)
+    return gg
+
+
+def audit(tmp_path: Path) -> list[dict]:
+    path = tmp_path / "audit.jsonl"
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def counted(code: int, reason: str) -> float:
+    labels = {"method": "PUT", "route": "upload", "code": str(code), "reason": reason, "source": "gateway"}
+    return REGISTRY.get_sample_value("glance_gate_requests_total", labels) or 0.0
+
+
+def run(coro):
+    """Runs a hook inside a proxyserver context, as wire.py expects to find one."""
+    async def inside():
+        with taddons.context(Proxyserver()):
+            return await coro()
+    return asyncio.run(inside())
+
+
+def test_a_refused_upload_is_answered_at_the_gateway_and_finished_once(tmp_path):
+    gg = gateway(tmp_path)
+    flow = upload(upload_headers(**{"x-auth-token": "", "expect": "100-continue"}))
+    del flow.request.headers["x-auth-token"]
+    before = counted(401, "token")
+
+    async def hooks():
+        await gg.requestheaders(flow)
+        gg.response(flow)  # what comes after a refusal must not count it again
+        gg.error(flow)
+    run(hooks)
+
+    exchange = flow.metadata["glance_gate"]
+    assert (exchange.status, exchange.reason, exchange.source) == (401, "token", "gateway")
+    assert flow.error and flow.error.msg == "Connection killed.", "a refused flow is killed: nothing goes upstream"
+    assert "expect" not in flow.request.headers, "no 100 Continue for a refusal"
+    assert not isinstance(flow.request.stream, UploadStream)
+    assert counted(401, "token") == before + 1
+    [record] = audit(tmp_path)
+    assert (record["status"], record["reason"], record["image_id"]) == (401, "token", IMAGE_ID)
+
+
+@pytest.mark.parametrize("headers, image, status, reason", [
+    (upload_headers(**{"content-type": "text/plain"}), QUEUED, 415, "content_type"),
+    (upload_headers(length=0), QUEUED, 500, "empty_body"),
+    (upload_headers(), None, 404, "not_found"),
+    (upload_headers(), Image(IMAGE_ID, "projB", "queued", "raw", "bare"), 403, "forbidden"),
+    (upload_headers(), Image(IMAGE_ID, "projA", "active", "raw", "bare"), 409, "status"),
+])
+def test_each_refusal_of_the_decision_reaches_the_client_as_the_spec_says(tmp_path, headers, image, status, reason):
+    gg = gateway(tmp_path, image=image)
+    flow = upload(headers)
+    run(lambda: gg.requestheaders(flow))
+    assert (flow.metadata["glance_gate"].status, flow.metadata["glance_gate"].reason) == (status, reason)
+    assert flow.error and flow.error.msg == "Connection killed."
+    assert [r["status"] for r in audit(tmp_path)] == [status]
+
+
+def test_an_allowed_upload_streams_through_upload_stream_with_the_canonical_media_type(tmp_path):
+    gg = gateway(tmp_path)
+    flow = upload(upload_headers(**{"content-type": "Application/Octet-Stream; x=1"}))
+    run(lambda: gg.requestheaders(flow))
+    exchange = flow.metadata["glance_gate"]
+    assert not exchange.finished and exchange.forwarded_at is not None
+    assert flow.error is None
+    assert isinstance(flow.request.stream, UploadStream)
+    assert flow.request.headers["content-type"] == "application/octet-stream"
+    assert audit(tmp_path) == [], "audited when it finishes, not before"
+
+
+def test_upload_stream_forwards_and_counts_every_byte_and_never_sends_an_empty_chunk(tmp_path):
+    gg = gateway(tmp_path)
+    flow = upload(upload_headers(length=None))
+    run(lambda: gg.requestheaders(flow))
+    stream, exchange = flow.request.stream, flow.metadata["glance_gate"]
+    assert stream(b"a" * 100) == b"a" * 100
+    assert stream(b"b" * 28) == b"b" * 28
+    assert exchange.transferred == 128
+    # b"" to a chunked upstream would be the terminating chunk: the end is [].
+    assert stream(b"") == []
+    assert exchange.body_complete and not exchange.finished
+
+
+def test_upload_stream_cuts_a_chunked_body_that_turns_out_empty(tmp_path):
+    gg = gateway(tmp_path)
+    flow = upload(upload_headers(length=None))
+    before = counted(500, "empty_body")
+
+    async def hooks():
+        await gg.requestheaders(flow)
+        assert flow.request.stream(b"") == []
+        gg.error(flow)  # mitmproxy's own error for the cut connection: already finished
+    run(hooks)
+
+    exchange = flow.metadata["glance_gate"]
+    assert (exchange.status, exchange.reason) == (500, "empty_body")
+    assert not exchange.body_complete
+    assert counted(500, "empty_body") == before + 1
+    assert [r["reason"] for r in audit(tmp_path)] == ["empty_body"]
+
+
+def test_upload_stream_cuts_a_body_that_outgrows_its_declared_size_under_the_quota(tmp_path):
+    gg = gateway(tmp_path, limit=10_000, usage=9_000)
+    flow = upload(upload_headers(length=None, **{"x-openstack-image-size": "600"}))
+
+    async def hooks():
+        await gg.requestheaders(flow)
+        stream = flow.request.stream
+        assert stream(b"x" * 600) == b"x" * 600  # what was reserved passes
+        assert stream(b"x") == [], "not one byte past the reservation is forwarded"
+        assert stream(b"x") == [], "and nothing after the cut"
+    run(hooks)
+
+    exchange = flow.metadata["glance_gate"]
+    assert (exchange.status, exchange.reason, exchange.transferred) == (413, "quota", 600)
+    [record] = audit(tmp_path)
+    assert (record["status"], record["bytes_transferred"]) == (413, 600)
+
+
+def test_an_upload_over_the_quota_is_refused_before_it_streams(tmp_path):
+    gg = gateway(tmp_path, limit=10_000, usage=9_500)
+    flow = upload(upload_headers(length=1024))
+    run(lambda: gg.requestheaders(flow))
+    assert (flow.metadata["glance_gate"].status, flow.metadata["glance_gate"].reason) == (413, "quota")
+    assert not isinstance(flow.request.stream, UploadStream)
+
+
+def test_glance_answer_finishes_the_upload_once_with_its_status(tmp_path):
+    gg = gateway(tmp_path)
+    flow = upload(upload_headers(length=4))
+
+    async def hooks():
+        await gg.requestheaders(flow)
+        assert flow.request.stream(b"data") == b"data"
+        flow.request.stream(b"")
+        flow.response = http.Response.make(204, b"", {"x-openstack-request-id": "req-glance-1"})
+        gg.responseheaders(flow)
+        gg.response(flow)
+        gg.response(flow)
+    run(hooks)
+
+    exchange = flow.metadata["glance_gate"]
+    assert (exchange.status, exchange.source, exchange.request_id) == (204, "upstream", "req-glance-1")
+    [record] = audit(tmp_path)
+    assert (record["status"], record["bytes_transferred"], record["request_id"]) == (204, 4, "req-glance-1")
+
+
+def test_other_requests_stream_through_untouched(tmp_path):
+    gg = gateway(tmp_path)
+    flow = upload({"x-auth-token": "tok"}, path=f"/v2/images/{IMAGE_ID}")
+    flow.request.method = "GET"
+    run(lambda: gg.requestheaders(flow))
+    assert flow.request.stream is True and flow.error is None
+    assert not flow.metadata["glance_gate"].finished
+    assert audit(tmp_path) == []
+
+
+async def load(gg: GlanceGate, conf: Path | str, **options) -> dict:
+    """Loads the addon as mitmdump does, with --set glance_gate_config=conf
+    and the given proxy options; returns the options it leaves."""
+    with taddons.context(Proxyserver()) as tctx:
+        tctx.options.update(**options)
+        tctx.options.update_defer(glance_gate_config=str(conf))  # until the addon declares it
+        tctx.master.addons.add(gg)
+        # As the master does at start: configure with every option.
+        tctx.master.addons.invoke_addon_sync(gg, hooks.ConfigureHook(set(tctx.options.keys())))
+        return {key: getattr(tctx.options, key) for key in [*SAFE_OPTIONS, "tcp_timeout"]}
+
+
+def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"""
+[gateway]
+listen = "127.0.0.1:1"
+upstream = "http://127.0.0.1:2"
+metrics = "127.0.0.1:{free_port()}"
+client_idle_timeout_seconds = 42
+[keystone]
+url = "http://127.0.0.1:3"
+username = "u"
+password = "p"
+project = "p"
+[audit]
+path = "{tmp_path / 'audit.jsonl'}"
+[quota]
+default_bytes = -1
+""")
+    gg = GlanceGate()
+    with pytest.raises(exceptions.OptionsError, match="glance_gate_config"):
+        asyncio.run(load(gg, ""))  # no config: never a proxy without its policy
+    options = asyncio.run(load(gg, conf, http2=True, connection_strategy="eager", tcp_timeout=600))
+    assert options == {**SAFE_OPTIONS, "tcp_timeout": 42}
+    gg.done()
+
+
+def test_configure_refuses_a_config_naming_the_key(tmp_path):
+    conf = tmp_path / "config.toml"
+    conf.write_text('[gateway]\nlisten = "127.0.0.1:1"\nupstream = "http://127.0.0.1:2"\n')
+    with pytest.raises(exceptions.OptionsError, match=r"gateway\.metrics"):
+        asyncio.run(load(GlanceGate(), conf))
