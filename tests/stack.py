@@ -281,3 +281,11 @@ def read_all(sock: socket.socket) -> bytes:
     while chunk := sock.recv(65536):
         data += chunk
     return data
+
+
+def read_head(sock: socket.socket) -> bytes:
+    """One response's head (and whatever followed it in the same reads), however it is split."""
+    data = b""
+    while b"\r\n\r\n" not in data and (chunk := sock.recv(65536)):
+        data += chunk
+    return data
