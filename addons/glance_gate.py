@@ -93,10 +93,10 @@ class GlanceGate:
             self.metrics.serve(self.config)
             if self.audit:
                 self.audit.close()
-            self.audit = AuditTrail(self.config.audit_path)
+            self.audit = AuditTrail(self.config.audit.path)
         wanted = dict(SAFE_OPTIONS)
         if self.config:  # mitmproxy's inactivity timeout of a connection, 600 s by default
-            wanted["tcp_timeout"] = self.config.client_idle_timeout_seconds
+            wanted["tcp_timeout"] = self.config.gateway.client_idle_timeout_seconds
         if unsafe := {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}:
             ctx.options.update(**unsafe)
 
@@ -258,7 +258,7 @@ def _size(value: str | None) -> int | None:
 def build_gate(config: configuration.Config) -> UploadGate:
     keystone = KeystoneClient(config.keystone)
     glance = GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
-                          timeout=config.upstream_timeout_seconds)
+                          timeout=config.gateway.upstream_timeout_seconds)
     return UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),

@@ -31,7 +31,7 @@ def make_master(config_path: str, config: configuration.Config) -> master.Master
     m.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
                  disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), GlanceGate())
     m.options.update(
-        mode=[f"reverse:{gw.upstream}@{gw.listen_host}:{gw.listen_port}"],
+        mode=[f"reverse:{gw.upstream}@{gw.listen.host}:{gw.listen.port}"],
         glance_gate_config=config_path,
     )
     return m

@@ -97,7 +97,7 @@ class Metrics:
         self._served: tuple[str, int] | None = None
 
     def serve(self, config: Config) -> None:
-        address = (config.gateway.metrics_host, config.gateway.metrics_port)
+        address = config.gateway.metrics
         if self._served == address:
             return
         if self._served is not None:

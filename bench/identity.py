@@ -56,7 +56,8 @@ async def main(n: int) -> dict:
     online = KeystoneClient(keystone_conf(fernet.keystone, gw))
     online_jws = KeystoneClient(keystone_conf(jws.keystone, gw))
     await online.service_token(), await online_jws.service_token()  # log in before timing
-    offline = JwsVerifier(IdentityConf(mode="keystone-jws"), load_public_keys(ident["jws_public_keys"]))
+    offline = JwsVerifier(IdentityConf(mode="keystone-jws", jws_public_keys=ident["jws_public_keys"]),
+                          load_public_keys(ident["jws_public_keys"]))
 
     fernet_tokens = [fernet.new_token("userA") for _ in range(n)]
     jws_tokens = [jws.new_token("userA") for _ in range(2 * n)]

@@ -1,11 +1,17 @@
-"""Reads and validates config.toml. Every error names the key at fault."""
+"""config.toml as a declarative schema, one model per TOML table: each key's
+type, default and bounds are stated once, here. Unknown keys, wrong types and
+URL forms the gateway would misread are refused at start, naming the key's
+full path (`quota.ledger_dwn: unknown key`)."""
 
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Annotated, Literal, NamedTuple
 from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
+from pydantic_core import PydanticCustomError
 
 UNLIMITED = -1
 
@@ -14,285 +20,196 @@ class ConfigError(ValueError):
     pass
 
 
-@dataclass(frozen=True)
-class Gateway:
-    listen_host: str
-    listen_port: int
-    upstream: str
-    metrics_host: str
-    metrics_port: int
+class Address(NamedTuple):
+    host: str
+    port: int
 
 
-@dataclass(frozen=True)
-class Keystone:
-    url: str
-    username: str
-    password: str
-    project: str
-    user_domain: str
-    project_domain: str
-    cache_seconds: int
-    timeout_seconds: float
+def _address(value: object) -> Address:
+    host, sep, port = value.rpartition(":") if isinstance(value, str) else ("", "", "")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"must be host:port, got {value!r}")
+    return Address(host.strip("[]"), int(port))
+
+
+def _url(value: object, *, strip: str = "") -> str:
+    """An http(s) URL without trailing slashes, or a final `strip` segment."""
+    parts = urlsplit(value) if isinstance(value, str) else None
+    if not parts or parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"must be an http(s) URL, got {value!r}")
+    if parts.query or parts.fragment:
+        raise ValueError(f"must have no query or fragment, got {value!r}")
+    url = value.rstrip("/")
+    if strip and url.endswith(strip):
+        url = url.removesuffix(strip).rstrip("/")
+    return url
+
+
+def _service_root(value: object) -> str:
+    """Glance is the root of its host: the gateway appends /v2/... to it, and
+    mitmproxy's reverse mode forwards the client's path unchanged."""
+    url = _url(value)
+    if urlsplit(url).path:
+        raise ValueError(f"must be scheme://host:port with no path, got {value!r}")
+    return url
+
+
+def _keystone_root(value: object) -> str:
+    # Users copy the catalog's identity endpoint, which ends in /v3: the gateway adds it itself.
+    url = _url(value, strip="/v3")
+    if urlsplit(url).path.rsplit("/", 1)[-1] in ("v2.0", "v3"):
+        raise ValueError(f"must be Keystone's root, without a version, got {value!r}")
+    return url
+
+
+HostPort = Annotated[Address, PlainValidator(_address)]
+Url = Annotated[str, PlainValidator(_url)]
+Text = Annotated[str, Field(min_length=1)]
+Seconds = Annotated[float, Field(gt=0)]
+WholeSeconds = Annotated[int, Field(gt=0)]
+Count = Annotated[int, Field(ge=UNLIMITED)]  # -1: unlimited
+
+
+class Table(BaseModel):
+    # strict: 0.5 is not an int, "5" not a number, true not 1.
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
+
+
+def _missing(key: str) -> PydanticCustomError:
+    return PydanticCustomError("missing", "required", {"key": key})
+
+
+class Gateway(Table):
+    listen: HostPort
+    upstream: Annotated[str, PlainValidator(_service_root)]
+    metrics: HostPort
+    upstream_timeout_seconds: Seconds = 30
+    # mitmproxy's tcp_timeout: a connection silent both ways this long is closed
+    client_idle_timeout_seconds: WholeSeconds = 60
+
+
+class Keystone(Table):
+    url: Annotated[str, PlainValidator(_keystone_root)]
+    username: Text
+    password: Text
+    project: Text
+    user_domain: Text = "Default"
+    project_domain: Text = "Default"
+    cache_seconds: WholeSeconds = 300
+    timeout_seconds: Seconds = 5
 
 
 # Asymmetric signatures only: an HMAC algorithm would let anyone holding the
 # (public) verification key sign tokens, and "none" signs nothing.
-SIGNATURE_ALGORITHMS = frozenset({"ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512",
-                                  "PS256", "PS384", "PS512"})
-IDENTITY_MODES = ("keystone", "keystone-jws", "jwt")
-JWS_CHECKS = ("offline", "confirm")
-MAX_LEEWAY_SECONDS = 60
+Algorithm = Literal["ES256", "ES384", "ES512", "EdDSA", "RS256", "RS384", "RS512", "PS256", "PS384", "PS512"]
 
 
-@dataclass(frozen=True)
-class IdentityConf:
+class IdentityConf(Table):
     """How tokens are validated; README "Identity modes"."""
 
-    mode: str = "keystone"
+    mode: Literal["keystone", "keystone-jws", "jwt"] = "keystone"
     trusted_auth: bool = False  # Glance runs without authtoken: the gateway injects the identity
-    algorithms: tuple[str, ...] = ("ES256",)
-    leeway_seconds: float = 5
+    algorithms: Annotated[tuple[Algorithm, ...], Field(min_length=1, strict=False)] = ("ES256",)
+    leeway_seconds: Annotated[float, Field(ge=0, le=60)] = 5
     # keystone-jws
     jws_public_keys: str = ""  # directory of Keystone's JWS public keys
-    jws_check: str = "offline"
+    jws_check: Literal["offline", "confirm"] = "offline"
     # jwt
-    jwks_url: str = ""
-    jwks_cache_seconds: float = 300
-    jwks_refetch_cooldown_seconds: float = 30
+    jwks_url: Annotated[str, PlainValidator(lambda v: _url(v) if v else v)] = ""
+    jwks_cache_seconds: Seconds = 300
+    jwks_refetch_cooldown_seconds: Annotated[float, Field(ge=0)] = 30
     issuer: str = ""
     audience: str = ""
-    user_claim: str = "sub"
-    project_claim: str = "project_id"
-    roles_claim: str = "roles"
+    user_claim: Text = "sub"
+    project_claim: Text = "project_id"
+    roles_claim: Text = "roles"
+
+    @model_validator(mode="after")
+    def _per_mode(self) -> IdentityConf:
+        if self.mode == "keystone-jws":
+            if not self.jws_public_keys:
+                raise _missing("jws_public_keys")
+            if self.trusted_auth and self.jws_check == "offline":
+                # Glance needs the caller's roles, and offline JWS tokens carry none.
+                raise PydanticCustomError("conflict", 'needs roles: use jws_check = "confirm" with keystone-jws',
+                                          {"key": "trusted_auth"})
+        if self.mode == "jwt":
+            for key in ("jwks_url", "issuer", "audience"):
+                if not getattr(self, key):
+                    raise _missing(key)
+            if not self.trusted_auth:
+                # Glance's authtoken cannot read the identity provider's tokens.
+                raise PydanticCustomError("conflict", 'must be true with mode = "jwt"', {"key": "trusted_auth"})
+        return self
 
 
-LEDGERS = ("memory", "redis")
-LEDGER_DOWN = ("refuse", "allow")  # what an upload gets when the Redis ledger is down
-REMOTE_IMPORT = ("refuse", "allow")  # web-download / glance-download, whose size is unknown
+class Policy(Table):
+    admin_roles: Annotated[frozenset[Text], Field(strict=False)] = frozenset({"admin"})
 
 
-@dataclass(frozen=True)
-class Quota:
-    default_bytes: int
-    projects: dict[str, int] = field(default_factory=dict)
-    max_uploads: int = UNLIMITED  # concurrent uploads per project
+class Audit(Table):
+    path: Text = "-"  # a file, or "-" for stdout
+
+
+class Quota(Table):
+    default_bytes: Count
+    projects: dict[str, Count] = {}
+    max_uploads: Count = UNLIMITED  # concurrent uploads per project
     keystone_limits: bool = False  # read image_size_total from Keystone's unified limits
-    limits_cache_seconds: float = 60
-    usage_cache_seconds: float = 2
-    chunk_bytes: int = 8 * 1024 * 1024  # reservation step of an upload of unknown size
-    ledger: str = "memory"
+    limits_cache_seconds: Seconds = 60
+    usage_cache_seconds: Seconds = 2
+    # reservation step of an upload of unknown size; a step must outrun one socket read
+    chunk_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024 * 1024
+    ledger: Literal["memory", "redis"] = "memory"
     redis_url: str = ""
-    redis_timeout_seconds: float = 1
-    lease_seconds: float = 30
-    ledger_down: str = "refuse"
-    remote_import: str = "refuse"
+    redis_timeout_seconds: Seconds = 1
+    lease_seconds: Seconds = 30
+    ledger_down: Literal["refuse", "allow"] = "refuse"  # what an upload gets when the Redis ledger is down
+    remote_import: Literal["refuse", "allow"] = "refuse"  # web-download / glance-download, size unknown
+
+    @model_validator(mode="after")
+    def _redis(self) -> Quota:
+        if self.ledger == "redis" and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise PydanticCustomError("conflict", 'must be a redis:// URL with ledger = "redis"', {"key": "redis_url"})
+        return self
 
     def limit_for(self, project_id: str) -> int:
         """Byte limit for a project; UNLIMITED (-1) means no limit."""
         return self.projects.get(project_id, self.default_bytes)
 
 
-@dataclass(frozen=True)
-class Config:
+class Config(Table):
     gateway: Gateway
     keystone: Keystone
-    admin_roles: frozenset[str]
-    upstream_timeout_seconds: float
-    client_idle_timeout_seconds: int  # mitmproxy's tcp_timeout: a silent connection is closed
-    quota: Quota
-    audit_path: str  # a file, or "-" for stdout
     identity: IdentityConf = IdentityConf()
+    policy: Policy = Policy()
+    audit: Audit = Audit()
+    quota: Quota
 
 
-class _Table:
-    """One TOML table, read with the dotted key path kept for error messages."""
-
-    def __init__(self, data: dict, path: str):
-        if not isinstance(data, dict):
-            raise ConfigError(f"[{path}] must be a table")
-        self.data, self.path = data, path
-
-    def _key(self, key: str) -> str:
-        return f"{self.path}.{key}"
-
-    def get(self, key: str, kind: type | tuple[type, ...], default=...):
-        if key not in self.data:
-            if default is ...:
-                raise ConfigError(f"{self._key(key)} is required")
-            return default
-        value = self.data[key]
-        # bool is an int in Python; never accept it where a number is meant.
-        if isinstance(value, bool) and kind is not bool:
-            raise ConfigError(f"{self._key(key)} must be {_kind_name(kind)}, not a boolean")
-        if not isinstance(value, kind):
-            raise ConfigError(f"{self._key(key)} must be {_kind_name(kind)}")
-        return value
-
-    def text(self, key: str, default=...) -> str:
-        value = self.get(key, str, default)
-        if not value:
-            raise ConfigError(f"{self._key(key)} must not be empty")
-        return value
-
-    def url(self, key: str) -> str:
-        value = self.text(key)
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ConfigError(f"{self._key(key)} must be an http(s) URL, got {value!r}")
-        return value.rstrip("/")
-
-    def address(self, key: str) -> tuple[str, int]:
-        value = self.text(key)
-        host, sep, port = value.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ConfigError(f"{self._key(key)} must be host:port, got {value!r}")
-        return host.strip("[]"), int(port)
-
-    def positive(self, key: str, default=...) -> float:
-        value = self.get(key, (int, float), default)
-        if value <= 0:
-            raise ConfigError(f"{self._key(key)} must be > 0")
-        return value
-
-    def table(self, key: str) -> _Table:
-        return _Table(self.data.get(key, {}), self._key(key) if self.path else key)
-
-
-def _kind_name(kind) -> str:
-    names = {str: "a string", int: "an integer", bool: "a boolean", list: "a list"}
-    if isinstance(kind, tuple):
-        return "a number"
-    return names.get(kind, kind.__name__)
-
-
-def _bytes(table: _Table, key: str, value) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < UNLIMITED:
-        raise ConfigError(f"{table.path}.{key} must be a byte count >= 0, or -1 for unlimited")
-    return value
-
-
-def _count(table: _Table, key: str, value: int) -> int:
-    if value < UNLIMITED:
-        raise ConfigError(f"{table.path}.{key} must be a count >= 0, or -1 for unlimited")
-    return value
-
-
-def _whole(table: _Table, key: str, default: int) -> int:
-    value = table.get(key, int, default)
-    if value <= 0:
-        raise ConfigError(f"{table.path}.{key} must be a whole number of seconds > 0")
-    return value
+def _message(error: dict) -> str:
+    loc = [*map(str, error["loc"]), *([error["ctx"]["key"]] if "key" in error.get("ctx", {}) else [])]
+    match error["type"]:
+        case "extra_forbidden":
+            message = "unknown section" if len(loc) == 1 else "unknown key"
+        case "missing":
+            message = "required"
+        case "value_error":  # our own validators: their message as written
+            message = str(error["ctx"]["error"])
+        case "model_type" | "dict_type":
+            message = "must be a table"
+        case "int_type" | "int_from_float" | "float_type" | "bool_type":
+            message = f"{error['msg'][0].lower()}{error['msg'][1:]}, got {error['input']!r}"
+        case _:
+            message = error["msg"][0].lower() + error["msg"][1:]
+    return f"{'.'.join(loc)}: {message}"
 
 
 def parse(data: dict) -> Config:
-    root = _Table(data, "")
-    known = {"gateway", "keystone", "identity", "policy", "quota", "audit"}
-    unknown = sorted(set(data) - known)
-    if unknown:
-        raise ConfigError(f"unknown section [{unknown[0]}]")
-
-    gw = root.table("gateway")
-    listen_host, listen_port = gw.address("listen")
-    metrics_host, metrics_port = gw.address("metrics")
-    gateway = Gateway(listen_host, listen_port, gw.url("upstream"), metrics_host, metrics_port)
-
-    ks = root.table("keystone")
-    keystone = Keystone(
-        url=ks.url("url"),
-        username=ks.text("username"),
-        password=ks.text("password"),
-        project=ks.text("project"),
-        user_domain=ks.text("user_domain", "Default"),
-        project_domain=ks.text("project_domain", "Default"),
-        cache_seconds=int(ks.positive("cache_seconds", 300)),
-        timeout_seconds=ks.positive("timeout_seconds", 5.0),
-    )
-
-    pol = root.table("policy")
-    roles = pol.get("admin_roles", list, ["admin"])
-    if not all(isinstance(r, str) and r for r in roles):
-        raise ConfigError("policy.admin_roles must be a list of role names")
-
-    q = root.table("quota")
-    default_bytes = _bytes(q, "default_bytes", q.get("default_bytes", int))
-    projects = q.table("projects")
-    overrides = {pid: _bytes(projects, pid, v) for pid, v in projects.data.items()}
-    quota = Quota(
-        default_bytes, overrides,
-        max_uploads=_count(q, "max_uploads", q.get("max_uploads", int, UNLIMITED)),
-        keystone_limits=q.get("keystone_limits", bool, False),
-        limits_cache_seconds=q.positive("limits_cache_seconds", 60),
-        usage_cache_seconds=q.positive("usage_cache_seconds", 2),
-        chunk_bytes=int(q.positive("chunk_bytes", 8 * 1024 * 1024)),
-        ledger=_choice(q, "ledger", LEDGERS),
-        redis_url=q.get("redis_url", str, ""),
-        redis_timeout_seconds=q.positive("redis_timeout_seconds", 1),
-        lease_seconds=q.positive("lease_seconds", 30),
-        ledger_down=_choice(q, "ledger_down", LEDGER_DOWN),
-        remote_import=_choice(q, "remote_import", REMOTE_IMPORT),
-    )
-    if quota.ledger == "redis" and not quota.redis_url.startswith(("redis://", "rediss://", "unix://")):
-        raise ConfigError("quota.redis_url must be a redis:// URL when quota.ledger is \"redis\"")
-    if quota.chunk_bytes < 1024 * 1024:
-        raise ConfigError("quota.chunk_bytes must be >= 1048576")  # a step must outrun one socket read
-
-    return Config(
-        gateway=gateway,
-        keystone=keystone,
-        admin_roles=frozenset(roles),
-        upstream_timeout_seconds=gw.positive("upstream_timeout_seconds", 30.0),
-        client_idle_timeout_seconds=_whole(gw, "client_idle_timeout_seconds", 60),
-        quota=quota,
-        audit_path=root.table("audit").text("path", "-"),
-        identity=_identity(root.table("identity")),
-    )
-
-
-def _choice(table: _Table, key: str, choices: tuple[str, ...], default: str | None = None) -> str:
-    """One of `choices`; the first is the default unless another is given."""
-    value = table.text(key, choices[0] if default is None else default)
-    if value not in choices:
-        raise ConfigError(f"{table.path}.{key} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-    return value
-
-
-def _identity(t: _Table) -> IdentityConf:
-    d = IdentityConf()
-    mode = _choice(t, "mode", IDENTITY_MODES, d.mode)
-    algorithms = t.get("algorithms", list, list(d.algorithms))
-    if not algorithms or not all(a in SIGNATURE_ALGORITHMS for a in algorithms):
-        raise ConfigError(f"identity.algorithms must be a non-empty list of {', '.join(sorted(SIGNATURE_ALGORITHMS))}")
-    leeway = t.get("leeway_seconds", (int, float), d.leeway_seconds)
-    if not 0 <= leeway <= MAX_LEEWAY_SECONDS:
-        raise ConfigError(f"identity.leeway_seconds must be between 0 and {MAX_LEEWAY_SECONDS}")
-    conf = IdentityConf(
-        mode=mode,
-        trusted_auth=t.get("trusted_auth", bool, d.trusted_auth),
-        algorithms=tuple(algorithms),
-        leeway_seconds=leeway,
-        jws_check=_choice(t, "jws_check", JWS_CHECKS, d.jws_check),
-        jwks_cache_seconds=t.positive("jwks_cache_seconds", d.jwks_cache_seconds),
-        jwks_refetch_cooldown_seconds=t.get("jwks_refetch_cooldown_seconds", (int, float),
-                                            d.jwks_refetch_cooldown_seconds),
-        issuer=t.get("issuer", str, d.issuer),
-        audience=t.get("audience", str, d.audience),
-        user_claim=t.text("user_claim", d.user_claim),
-        project_claim=t.text("project_claim", d.project_claim),
-        roles_claim=t.text("roles_claim", d.roles_claim),
-    )
-    if mode == "keystone-jws":
-        conf = replace(conf, jws_public_keys=t.text("jws_public_keys"))
-        if conf.trusted_auth and conf.jws_check == "offline":
-            # Glance needs the caller's roles, and offline JWS tokens carry none.
-            raise ConfigError('identity.trusted_auth needs roles: use jws_check = "confirm" with keystone-jws')
-    if mode == "jwt":
-        conf = replace(conf, jwks_url=t.url("jwks_url"), issuer=t.text("issuer"), audience=t.text("audience"))
-        if not conf.trusted_auth:
-            # Glance's authtoken cannot read the identity provider's tokens.
-            raise ConfigError('identity.mode = "jwt" needs identity.trusted_auth = true')
-    if conf.jwks_refetch_cooldown_seconds < 0:
-        raise ConfigError("identity.jwks_refetch_cooldown_seconds must be >= 0")
-    return conf
+    try:
+        return Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError("; ".join(_message(error) for error in e.errors())) from None
 
 
 def load(path: str | Path) -> Config:

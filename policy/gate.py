@@ -84,7 +84,7 @@ class UploadGate:
         if refusal:
             return refusal
         verdict.image = image = await self.glance.image(req.route.image_id, req.tokens[0].strip(), identity)
-        if refusal := rules.check_image(image, identity, self.config.admin_roles):
+        if refusal := rules.check_image(image, identity, self.config.policy.admin_roles):
             return refusal
         assert image is not None
         verdict.owner = image.owner or identity.project_id
@@ -94,7 +94,7 @@ class UploadGate:
                              verdict: Verdict) -> Decision | None:
         verdict.identity = identity = await self.tokens.validate(tokens)
         verdict.image = image = await self.glance.image(route.image_id, tokens[0].strip(), identity)
-        if refusal := rules.check_owner(image, identity, self.config.admin_roles):
+        if refusal := rules.check_owner(image, identity, self.config.policy.admin_roles):
             return refusal
         assert image is not None
         verdict.owner = image.owner or identity.project_id

@@ -13,14 +13,14 @@ import httpx
 from policy.config import load
 from tests.stack import REPO, Stack, connect, load_cloud, put_head, wait_port
 
-LISTEN = load(REPO / "config.toml").gateway
-GATEWAY = f"http://{LISTEN.listen_host}:{LISTEN.listen_port}"
+LISTEN = load(REPO / "config.toml").gateway.listen
+GATEWAY = f"http://{LISTEN.host}:{LISTEN.port}"
 MiB = 1024 * 1024
 
 
 def main() -> None:
     stack = Stack(load_cloud())
-    wait_port(LISTEN.listen_port)
+    wait_port(LISTEN.port)
     gw = httpx.Client(base_url=GATEWAY, timeout=60)
     a, b = stack.token("userA"), stack.token("userB")
 

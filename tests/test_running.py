@@ -41,7 +41,11 @@ def test_bad_config_is_a_clear_error_naming_the_key(tmp_path):
     config.write_text(text.replace('cache_seconds = 300', 'cache_seconds = "soon"'))
     out = run_gateway(config)
     assert out.returncode == 2
-    assert out.stderr.strip() == "glance-gate: keystone.cache_seconds must be a number"
+    assert out.stderr.strip() == "glance-gate: keystone.cache_seconds: input should be a valid integer, got 'soon'"
+    config.write_text(text.replace('ledger_down = ', 'ledger_dwn = '))
+    out = run_gateway(config)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "glance-gate: quota.ledger_dwn: unknown key"
     out = run_gateway(tmp_path / "missing.toml")
     assert out.returncode == 2
     assert "cannot read config" in out.stderr

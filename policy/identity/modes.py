@@ -25,5 +25,5 @@ def checker(config: Config, keystone: KeystoneClient) -> Checker:
 
 def credentials(config: Config, keystone: KeystoneClient) -> Credentials:
     if config.identity.trusted_auth:
-        return TrustedCredentials(config.admin_roles)
+        return TrustedCredentials(config.policy.admin_roles)
     return TokenCredentials(keystone.service_token)

@@ -19,7 +19,7 @@ def hard_quota(config: Config, glance: GlanceClient, service_token: Callable[[],
               if q.keystone_limits else Limits(q))
     # A commit counts on top of any usage reading that may predate it: at least as
     # long as a reading stays cached, plus the time Glance may take to answer it.
-    keep = max(KEEP_COMMITS_SECONDS, q.usage_cache_seconds + config.upstream_timeout_seconds + 5)
+    keep = max(KEEP_COMMITS_SECONDS, q.usage_cache_seconds + config.gateway.upstream_timeout_seconds + 5)
     ledger: Ledger = (RedisLedger(q.redis_url, q.redis_timeout_seconds, q.lease_seconds, keep)
                       if q.ledger == "redis" else MemoryLedger(q.lease_seconds, keep))
     return HardQuota(q, limits, glance, ledger)
