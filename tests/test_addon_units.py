@@ -46,7 +46,7 @@ def gateway(tmp_path: Path, limit: int = UNLIMITED, image: Image | None = QUEUED
     gg = GlanceGate()
     gg.config = config(limit, audit=str(tmp_path / "audit.jsonl"), chunk_bytes=1024 * 1024)
     gg.gate = upload_gate(gg.config, CALLER, image, usage)
-    gg.audit = AuditTrail(gg.config.audit_path)
+    gg.audit = AuditTrail(gg.config.audit.path)
     return gg
 
 
