@@ -30,6 +30,9 @@ if region not in [r["id"] for r in call("GET", "/regions", admin)[0]["regions"]]
     call("POST", "/regions", admin, {"region": {"id": region}})
 service = call("GET", "/services?type=identity", admin)[0]["services"][0]["id"]
 endpoints = call("GET", f"/endpoints?service_id={service}&interface=public&region_id={region}", admin)[0]
-if not [e for e in endpoints["endpoints"] if e["region_id"] == region]:
-    call("POST", "/endpoints", admin, {"endpoint": {
-        "service_id": service, "interface": "public", "url": E["KEYSTONE_JWS_URL"], "region_id": region}})
+endpoint = {"service_id": service, "interface": "public", "url": E["KEYSTONE_JWS_URL"], "region_id": region}
+ours = [e for e in endpoints["endpoints"] if e["region_id"] == region]
+if not ours:
+    call("POST", "/endpoints", admin, {"endpoint": endpoint})
+elif ours[0]["url"] != endpoint["url"]:  # the same state dir, brought up on other ports
+    call("PATCH", f"/endpoints/{ours[0]['id']}", admin, {"endpoint": endpoint})
