@@ -9,6 +9,7 @@ kernel's buffers; everything else streams through untouched.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 
@@ -29,7 +30,7 @@ from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
 from policy.quota import hard_quota
-from policy.routes import classify
+from policy.routes import CHANGE, classify, is_uuid
 
 log = logging.getLogger("glance_gate")
 
@@ -74,6 +75,7 @@ class GlanceGate:
         self.gate: UploadGate | None = None
         self.audit: AuditTrail | None = None
         self.metrics = metrics.Metrics()
+        self._reconciling: asyncio.Task | None = None
         self.addons = [TrustedAuth(self)]  # runs after this addon's hooks
 
     def load(self, loader) -> None:
@@ -90,6 +92,8 @@ class GlanceGate:
                 self.gate = build_gate(self.config)
             except configuration.ConfigError as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
+            if self._reconciling:  # a new config while running
+                self._reconcile()
             self.metrics.serve(self.config)
             if self.audit:
                 self.audit.close()
@@ -107,9 +111,20 @@ class GlanceGate:
         if self.config.quota.ledger == "redis":
             targets["redis"] = self.gate.quota.ledger.ping
         self.metrics.probe(targets)
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """The quota's reconciliation, off the request path, for the current gate."""
+        assert self.gate
+        if self._reconciling:
+            self._reconciling.cancel()
+        self._reconciling = asyncio.get_running_loop().create_task(
+            self.gate.quota.reconcile_forever(metrics.reconciled))
 
     def done(self) -> None:
         self.metrics.done()
+        if self._reconciling:
+            self._reconciling.cancel()
         if self.audit:
             self.audit.close()
 
@@ -125,6 +140,9 @@ class GlanceGate:
             if refusal := rules.check_import_body(exchange.declared):
                 self.refuse(flow, exchange, refusal)
             return
+        if exchange.route.kind == CHANGE and is_uuid(exchange.route.image_id):
+            assert self.gate
+            exchange.change = await self.gate.quota.changing(exchange.route.image_id)
         if not exchange.route.is_upload:
             flow.request.stream = True
             exchange.forward()
@@ -202,10 +220,15 @@ class GlanceGate:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
-        flow.response.stream = True
-
-    def response(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
+        # A change's small answer is held until its bytes are in the ledger (`response`).
+        flow.response.stream = not (exchange and exchange.change)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        exchange = flow.metadata.get("glance_gate")
+        if exchange and exchange.change and flow.response and flow.response.status_code < 300:
+            assert self.gate
+            await self.gate.quota.changed(exchange.change)
         if exchange and not exchange.finished and flow.response:
             exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
             self.finish(exchange)

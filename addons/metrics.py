@@ -42,6 +42,15 @@ uploads_in_flight = Gauge("glance_gate_uploads_in_flight", "Uploads streaming to
 quota_rejections = Counter("glance_gate_quota_rejections", "Uploads refused for the quota.")
 quota_reservations = Counter("glance_gate_quota_reservations", "Quota reservations settled, by outcome.",
                              ["outcome"])  # committed, released, error (left to its lease)
+# A listing of 5,000 images takes seconds; a drift is anything from a byte to terabytes.
+_RECONCILE = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_DRIFT = (0.0, *_SIZES)
+quota_reconcile_duration = Histogram("glance_gate_quota_reconcile_duration_seconds",
+                                     "Time to re-list one project's images and correct its usage.",
+                                     buckets=_RECONCILE)
+quota_drift = Histogram("glance_gate_quota_drift_bytes",
+                        "Bytes by which a reconciliation corrected a project's usage, either way.",
+                        buckets=_DRIFT)
 imports = Counter("glance_gate_imports", "Image imports by method and final reason.", ["method", "reason"])
 token_validations = Counter("glance_gate_token_validations", "Token validations.",
                             ["method", "result", "cache"])
@@ -51,6 +60,11 @@ build_info = Info("glance_gate_build", "Versions of glance-gate and mitmproxy.")
 
 def token_validated(method: str, result: str, cache: str) -> None:
     token_validations.labels(method, result, cache).inc()
+
+
+def reconciled(seconds: float, correction: int) -> None:
+    quota_reconcile_duration.observe(seconds)
+    quota_drift.observe(abs(correction))
 
 
 def reservation_settled(outcome: str) -> None:

@@ -64,11 +64,12 @@ class Reservation:
         ex = self.exchange
         stored = (ex.route.kind != STAGE and ex.body_complete
                   and (ex.upstream_status is None or ex.upstream_status < 300))
-        self._spawn(self._settle(stored))
+        # An upload stores its body; an import, all it was granted (its small body is no image data).
+        self._spawn(self._settle(stored, ex.transferred if ex.route.is_upload else None))
 
-    async def _settle(self, stored: bool) -> None:
+    async def _settle(self, stored: bool, transferred: int | None) -> None:
         try:
-            await self.hold.settle(stored)
+            await self.hold.settle(stored, transferred)
         except Unavailable as e:  # the lease will drop it
             log.warning("cannot settle the reservation of %s: %s", self.exchange.request_id, e)
             metrics.reservation_settled("error")

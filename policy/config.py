@@ -157,7 +157,9 @@ class Quota(Table):
     max_uploads: Count = UNLIMITED  # concurrent uploads per project
     keystone_limits: bool = False  # read image_size_total from Keystone's unified limits
     limits_cache_seconds: Seconds = 60
-    usage_cache_seconds: Seconds = 2
+    reconcile_seconds: Seconds = 300  # each project's usage re-listed at Glance this often
+    # listings of a project's images at Glance at once (cold projects, reconciliation)
+    max_listings: Annotated[int, Field(ge=1)] = 4
     # reservation step of an upload of unknown size; a step must outrun one socket read
     chunk_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024 * 1024
     ledger: Literal["memory", "redis"] = "memory"

@@ -68,6 +68,16 @@ class GlanceClient:
                      disk_format=body.get("disk_format"), container_format=body.get("container_format"),
                      size=body.get("size"), stores=_split(body.get("stores")))
 
+    async def stored_bytes(self, image_id: str) -> tuple[str, int] | None:
+        """The image's owner and the bytes it stores, as the quota counts them,
+        read with the gateway's own identity; None when there is no such image."""
+        response = await self._get(f"/v2/images/{image_id}", await self.credentials.service())
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise Unavailable("glance", f"image lookup answered {response.status_code}")
+        return _owned(response.json())
+
     async def stores(self) -> tuple[str, ...]:
         """The ids of every store Glance has enabled."""
         response = await self._get("/v2/info/stores", await self.credentials.service())
@@ -86,13 +96,17 @@ class GlanceClient:
             if response.status_code != 200:
                 raise Unavailable("glance", f"image list answered {response.status_code}")
             body = response.json()
-            total += sum(stored(image) for image in body["images"] if image["status"] not in NOT_STORED)
+            total += sum(_owned(image)[1] for image in body["images"])
             path, params = body.get("next"), None  # `next` carries its own query
         return total
 
 
 def _split(stores: str | None) -> tuple[str, ...]:
     return tuple(s for s in (stores or "").split(",") if s)
+
+
+def _owned(image: dict) -> tuple[str, int]:
+    return image.get("owner") or "", 0 if image["status"] in NOT_STORED else stored(image)
 
 
 def stored(image: dict) -> int:

@@ -1,4 +1,4 @@
-"""The hard quota: limits, usage read from Glance, and a ledger of the
+"""The hard quota: limits, and a ledger of each project's usage and of the
 reservations of uploads in flight, shared by every replica of the gateway."""
 
 from __future__ import annotations
@@ -17,9 +17,7 @@ def hard_quota(config: Config, glance: GlanceClient, service_token: Callable[[],
     q = config.quota
     limits = (Limits(q, config.keystone.url, service_token, config.keystone.timeout_seconds)
               if q.keystone_limits else Limits(q))
-    # A commit counts on top of any usage reading that may predate it: at least as
-    # long as a reading stays cached, plus the time Glance may take to answer it.
-    keep = max(KEEP_COMMITS_SECONDS, q.usage_cache_seconds + config.gateway.upstream_timeout_seconds + 5)
+    keep = KEEP_COMMITS_SECONDS
     ledger: Ledger = (RedisLedger(q.redis_url, q.redis_timeout_seconds, q.lease_seconds, keep)
                       if q.ledger == "redis" else MemoryLedger(q.lease_seconds, keep))
     return HardQuota(q, limits, glance, ledger)
