@@ -172,9 +172,10 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
-                 quota_settings: dict | None = None, client_idle_timeout: int | None = None) -> Path:
-    """quota: per-project byte limits; quota_settings: any other [quota] key;
-    identity: the [identity] table."""
+                 quota_settings: dict | None = None, client_idle_timeout: int | None = None,
+                 default_bytes: int = -1) -> Path:
+    """quota: per-project byte limits, default_bytes everyone else's;
+    quota_settings: any other [quota] key; identity: the [identity] table."""
     gw = stack.user("gateway")
     quota = quota or {}
     lines = [
@@ -198,7 +199,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         "[audit]",
         f'path = "{path.with_suffix(".audit.jsonl")}"',
         "[quota]",
-        "default_bytes = -1",
+        f"default_bytes = {default_bytes}",
         *(f"{key} = {toml_value(value)}" for key, value in (quota_settings or {}).items()),
         "[quota.projects]",
         *(f'"{pid}" = {limit}' for pid, limit in quota.items()),
