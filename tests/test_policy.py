@@ -8,7 +8,7 @@ from policy.config import UNLIMITED
 from policy.decision import Identity, Image, check_body, check_image, check_media_type, check_quota
 from policy.glance import stored as glance_stored
 from policy.identity.cache import TokenCache
-from policy.routes import DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
+from policy.routes import CHANGE, DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
 
 ID = "0cb9328d-dd8c-41bb-b378-404b854b93b9"
 ALICE = Identity("u1", "projA", frozenset({"member"}), expires_at=10_000)
@@ -38,6 +38,16 @@ ADMIN = Identity("u0", "admin", frozenset({"admin", "member"}), expires_at=10_00
     ("PUT", f"/v3/images/{ID}/file", OTHER),
     ("PUT", f"/images/{ID}/file", OTHER),
     ("PUT", f"/v2/images/{ID}/file.json", OTHER),
+    # what may change the bytes an image stores (its locations, status, owner)
+    ("DELETE", f"/v2/images/{ID}", CHANGE),
+    ("PATCH", f"//v2/images/{ID}/", CHANGE),
+    ("GET", f"/v2/images/{ID}?_method=DELETE", CHANGE),
+    ("DELETE", f"/v2/stores/fs2/{ID}", CHANGE),
+    ("POST", f"/v2/images/{ID}/locations", CHANGE),
+    ("GET", f"/v2/images/{ID}", OTHER),
+    ("GET", f"/v2/images/{ID}/locations", OTHER),
+    ("DELETE", f"/v2/images/{ID}/tags/t", OTHER),
+    ("DELETE", f"/v2/images/{ID}/members/m", OTHER),
 ])
 def test_classify(method, path, kind):
     route = classify(method, path)
