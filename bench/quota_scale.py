@@ -14,7 +14,8 @@ takes the quota path: one with the memory ledger, one with the Redis ledger
 - warm: `--samples` rounds of three 1,000-byte uploads by the admin, direct,
   through the memory gateway and through the Redis gateway, in a rotating
   order, each into a new image created (and afterwards deleted) untimed;
-  after one upload through each gateway has seeded the project's usage;
+  after three untimed rounds, the first of which seeds each gateway's usage
+  of the project;
 - cold: `--cold` rounds of a direct upload and one through the Redis gateway
   right after the Redis ledger was emptied (FLUSHALL), so the decision has to
   list the project's images first;
@@ -55,6 +56,18 @@ from tests.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
 TiB = 1 << 40
 BODY = os.urandom(1000)
 OCTET = {"Content-Type": "application/octet-stream"}
+PREFIX = "bench-scale-"
+ATTEMPTS = 3  # Glance's single gunicorn worker resets a keep-alive connection now and then
+
+
+def retrying(fn):
+    """fn() again on a reset connection: for calls that are safe to repeat."""
+    for attempt in range(ATTEMPTS):
+        try:
+            return fn()
+        except httpx.TransportError:
+            if attempt == ATTEMPTS - 1:
+                raise
 
 
 class Cloud:
@@ -76,15 +89,21 @@ class Cloud:
         r = self.stack.http.delete(f"{self.stack.keystone}/v3/projects/{project}", headers=self.auth)
         assert r.status_code == 204, r.text
 
+    def leftovers(self) -> list[str]:
+        """Projects an interrupted run of this benchmark left behind."""
+        r = self.stack.http.get(f"{self.stack.keystone}/v3/projects", headers=self.auth)
+        assert r.status_code == 200, r.text
+        return [p["id"] for p in r.json()["projects"] if p["name"].startswith(PREFIX)]
+
     def create_image(self, project: str, client: httpx.Client | None = None) -> str:
-        r = (client or self.glance).post("/v2/images", json={
+        r = retrying(lambda: (client or self.glance).post("/v2/images", json={
             "name": f"scale-{time.monotonic_ns()}", "owner": project,
-            "disk_format": "raw", "container_format": "bare"})
+            "disk_format": "raw", "container_format": "bare"}))
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
     def delete_image(self, image_id: str, client: httpx.Client | None = None) -> None:
-        r = (client or self.glance).delete(f"/v2/images/{image_id}")
+        r = retrying(lambda: (client or self.glance).delete(f"/v2/images/{image_id}"))
         assert r.status_code in (204, 404), r.text
 
     def _concurrently(self, fn, items) -> None:
@@ -102,7 +121,7 @@ class Cloud:
     def images(self, project: str) -> list[str]:
         ids, path = [], f"/v2/images?owner={project}&limit=1000"
         while path:
-            r = self.glance.get(path)
+            r = retrying(lambda: self.glance.get(path))
             assert r.status_code == 200, r.text
             ids += [i["id"] for i in r.json()["images"]]
             path = r.json().get("next")
@@ -112,12 +131,24 @@ class Cloud:
         self._concurrently(self.delete_image, self.images(project))
 
 
+RESETS: dict[str, int] = {}  # uploads repeated after a reset connection, by target
+
+
 def upload(client: httpx.Client, image_id: str, token: str) -> float:
-    started = time.perf_counter()
-    r = client.put(f"/v2/images/{image_id}/file", content=BODY, headers={**OCTET, "X-Auth-Token": token})
-    took = time.perf_counter() - started
-    assert r.status_code == 204, f"{client.base_url}: {r.status_code} {r.text}"
-    return took
+    """Seconds of the one attempt that got an answer."""
+    for attempt in range(ATTEMPTS):
+        started = time.perf_counter()
+        try:
+            r = client.put(f"/v2/images/{image_id}/file", content=BODY, headers={**OCTET, "X-Auth-Token": token})
+        except httpx.TransportError:
+            if attempt == ATTEMPTS - 1:
+                raise
+            RESETS[str(client.base_url)] = RESETS.get(str(client.base_url), 0) + 1
+            continue
+        took = time.perf_counter() - started
+        assert r.status_code == 204, f"{client.base_url}: {r.status_code} {r.text}"
+        return took
+    raise AssertionError("unreachable")
 
 
 def timed_upload(cloud: Cloud, project: str, client: httpx.Client) -> float:
@@ -154,8 +185,9 @@ def summary(seconds: list[float]) -> dict:
 def measure(cloud: Cloud, project: str, clients: dict[str, httpx.Client], redis: RedisServer,
             samples: int, cold: int) -> dict:
     timings: dict[str, list[float]] = {name: [] for name in ("direct", "memory", "redis")}
-    for name in ("memory", "redis"):  # seeds each gateway's usage of the project
-        timed_upload(cloud, project, clients[name])
+    for _ in range(3):  # seeds each gateway's usage of the project, warms connections up: untimed
+        for name in timings:
+            timed_upload(cloud, project, clients[name])
     order = list(timings)
     for i in range(samples):
         for name in order[i % 3:] + order[:i % 3]:
@@ -189,6 +221,11 @@ def main(argv: list[str] | None = None) -> int:
               "loadavg_at_start": os.getloadavg(), "cpus": os.cpu_count(), "upload_bytes": len(BODY),
               "projects": {}}
     settings = {"reconcile_seconds": 3600}  # no reconciliation during the measurements
+    for project in cloud.leftovers():
+        print(f"removing {project}, left by an earlier run ...", flush=True)
+        cloud.empty(project)
+        cloud.delete_project(project)
+    out = REPO / "bench" / "results" / f"quota_scale-{stamp}.json"
     with tempfile.TemporaryDirectory(prefix="glance-gate-scale-") as tmp:
         redis = RedisServer(Path(tmp) / "redis").start()
         # Every project limited, so every upload takes the quota path.
@@ -199,7 +236,7 @@ def main(argv: list[str] | None = None) -> int:
                    **{name: httpx.Client(base_url=gw.url, timeout=60) for name, gw in gateways.items()}}
         try:
             for n in sizes:
-                project = cloud.create_project(f"bench-scale-{n}-{time.time_ns()}")
+                project = cloud.create_project(f"{PREFIX}{n}-{time.time_ns()}")
                 try:
                     started = time.monotonic()
                     cloud.fill(project, n)
@@ -208,6 +245,8 @@ def main(argv: list[str] | None = None) -> int:
                     result["projects"][str(n)] = {"fill_s": round(filled, 1),
                                                   **measure(cloud, project, clients, redis, args.samples,
                                                             args.cold)}
+                    result["resets"] = RESETS
+                    out.write_text(json.dumps(result, indent=2) + "\n")  # kept if a later size fails
                 finally:
                     cloud.empty(project)
                     cloud.delete_project(project)
@@ -217,7 +256,6 @@ def main(argv: list[str] | None = None) -> int:
             redis.stop()
     result["loadavg_at_end"] = os.getloadavg()
     report(result, sizes)
-    out = REPO / "bench" / "results" / f"quota_scale-{stamp}.json"
     out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"wrote {out}")
     return 0
