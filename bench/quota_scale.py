@@ -5,20 +5,21 @@ images, direct to Glance and through glance-gate, side by side in one run.
 
 For each project size, a dedicated Keystone project is created and filled with
 that many (queued) images directly at Glance, by the admin, `--workers`
-concurrent POSTs at a time; project and images are deleted at the end, so no
+concurrent POSTs at a time; projects and images are deleted at the end, so no
 other project's usage changes. Two gateways run, started here on free ports,
 both with a limit for every project (1 TiB, never reached) so every upload
 takes the quota path: one with the memory ledger, one with the Redis ledger
-(a redis-server of its own). Then, per project:
+(a redis-server of its own). Then, every project side by side:
 
-- warm: `--samples` rounds of three 1,000-byte uploads by the admin, direct,
-  through the memory gateway and through the Redis gateway, in a rotating
-  order, each into a new image created (and afterwards deleted) untimed;
+- warm: `--samples` rounds, each of a 1,000-byte upload by the admin into
+  every project, direct, through the memory gateway and through the Redis
+  gateway, projects and targets in a rotating order, each into a new image
+  created (and afterwards deleted) untimed;
   after three untimed rounds, the first of which seeds each gateway's usage
   of the project;
-- cold: `--cold` rounds of a direct upload and one through the Redis gateway
-  right after the Redis ledger was emptied (FLUSHALL), so the decision has to
-  list the project's images first;
+- cold: `--cold` rounds, each of a direct upload into every project and one
+  through the Redis gateway right after the Redis ledger was emptied
+  (FLUSHALL), so the decision has to list the project's images first;
 - reconciliation: `HardQuota.reconcile` of the project, 3 times, run here with
   the gateway's own code (a listing at Glance, then the ledger's correction).
 
@@ -182,32 +183,43 @@ def summary(seconds: list[float]) -> dict:
             "p90_ms": round(statistics.quantiles(ms, n=10)[8], 1) if len(ms) > 1 else round(ms[0], 1)}
 
 
-def measure(cloud: Cloud, project: str, clients: dict[str, httpx.Client], redis: RedisServer,
+TARGETS = ("direct", "memory", "redis")
+
+
+def rotated(items: list, i: int) -> list:
+    return items[i % len(items):] + items[:i % len(items)]
+
+
+def measure(cloud: Cloud, projects: dict[int, str], clients: dict[str, httpx.Client], redis: RedisServer,
             samples: int, cold: int) -> dict:
-    timings: dict[str, list[float]] = {name: [] for name in ("direct", "memory", "redis")}
-    for _ in range(3):  # seeds each gateway's usage of the project, warms connections up: untimed
-        for name in timings:
-            timed_upload(cloud, project, clients[name])
-    order = list(timings)
+    """Every project and target in each round, in a rotating order: all see
+    the same moments of a shared machine."""
+    timings = {n: {name: [] for name in TARGETS} for n in projects}
+    for n, project in projects.items():
+        for _ in range(3):  # seeds each gateway's usage of the project, warms connections up: untimed
+            for name in TARGETS:
+                timed_upload(cloud, project, clients[name])
     for i in range(samples):
-        for name in order[i % 3:] + order[:i % 3]:
-            timings[name].append(timed_upload(cloud, project, clients[name]))
-    cold_times: dict[str, list[float]] = {"direct": [], "redis": []}
-    for _ in range(cold):
-        cold_times["direct"].append(timed_upload(cloud, project, clients["direct"]))
-        redis.cli("FLUSHALL")
-        cold_times["redis"].append(timed_upload(cloud, project, clients["redis"]))
-    reconciles = reconcile_seconds(cloud, project)
-    return {"warm": {name: summary(t) for name, t in timings.items()},
-            "cold": {name: summary(t) for name, t in cold_times.items()},
-            "reconcile_s": [round(t, 3) for t in reconciles]}
+        for n in rotated(list(projects), i):
+            for name in rotated(list(TARGETS), i):
+                timings[n][name].append(timed_upload(cloud, projects[n], clients[name]))
+    cold_times = {n: {"direct": [], "redis": []} for n in projects}
+    for i in range(cold):
+        for n in rotated(list(projects), i):
+            cold_times[n]["direct"].append(timed_upload(cloud, projects[n], clients["direct"]))
+            redis.cli("FLUSHALL")
+            cold_times[n]["redis"].append(timed_upload(cloud, projects[n], clients["redis"]))
+    return {str(n): {"warm": {name: summary(t) for name, t in timings[n].items()},
+                     "cold": {name: summary(t) for name, t in cold_times[n].items()},
+                     "reconcile_s": [round(t, 3) for t in reconcile_seconds(cloud, projects[n])]}
+            for n in projects}
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", default="10,1000,5000", help="project sizes, comma-separated")
-    parser.add_argument("--samples", type=int, default=30, help="warm rounds per project")
-    parser.add_argument("--cold", type=int, default=5, help="cold rounds per project")
+    parser.add_argument("--samples", type=int, default=30, help="warm rounds (each: every project, every target)")
+    parser.add_argument("--cold", type=int, default=5, help="cold rounds (each: every project)")
     parser.add_argument("--workers", type=int, default=8, help="concurrent image creations/deletions")
     args = parser.parse_args(argv)
     sizes = [int(n) for n in args.images.split(",")]
@@ -219,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M")
     result = {"timestamp": stamp, "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "loadavg_at_start": os.getloadavg(), "cpus": os.cpu_count(), "upload_bytes": len(BODY),
-              "projects": {}}
+              "fill_s": {}}
     settings = {"reconcile_seconds": 3600}  # no reconciliation during the measurements
     for project in cloud.leftovers():
         print(f"removing {project}, left by an earlier run ...", flush=True)
@@ -235,19 +247,19 @@ def main(argv: list[str] | None = None) -> int:
         clients = {"direct": httpx.Client(base_url=stack.glance, timeout=60),
                    **{name: httpx.Client(base_url=gw.url, timeout=60) for name, gw in gateways.items()}}
         try:
-            for n in sizes:
-                project = cloud.create_project(f"{PREFIX}{n}-{time.time_ns()}")
-                try:
+            projects: dict[int, str] = {}
+            try:
+                for n in sizes:
+                    projects[n] = cloud.create_project(f"{PREFIX}{n}-{time.time_ns()}")
                     started = time.monotonic()
-                    cloud.fill(project, n)
-                    filled = time.monotonic() - started
-                    print(f"{n} images: created in {filled:.1f} s; measuring ...", flush=True)
-                    result["projects"][str(n)] = {"fill_s": round(filled, 1),
-                                                  **measure(cloud, project, clients, redis, args.samples,
-                                                            args.cold)}
-                    result["resets"] = RESETS
-                    out.write_text(json.dumps(result, indent=2) + "\n")  # kept if a later size fails
-                finally:
+                    cloud.fill(projects[n], n)
+                    result["fill_s"][str(n)] = round(time.monotonic() - started, 1)
+                    print(f"{n} images: created in {result['fill_s'][str(n)]} s", flush=True)
+                print("measuring ...", flush=True)
+                result["projects"] = measure(cloud, projects, clients, redis, args.samples, args.cold)
+                result["resets"] = RESETS
+            finally:
+                for project in projects.values():
                     cloud.empty(project)
                     cloud.delete_project(project)
         finally:
@@ -276,10 +288,13 @@ def report(result: dict, sizes: list[int]) -> None:
               f"{w['memory']['p50_ms'] - w['direct']['p50_ms']:9.1f} | {pair(c['direct'])} | {pair(c['redis'])} | "
               f"{rec * 1000:7.0f}ms | {rec * 1000 / max(n, 1) * 1000:8.0f}ms")
     first, last = rows[str(sizes[0])]["warm"], rows[str(sizes[-1])]["warm"]
-    for name in ("memory", "redis"):
+    for name in TARGETS:
         ratio = last[name]["p50_ms"] / first[name]["p50_ms"]
         result.setdefault("ratios", {})[f"warm_{name}_{sizes[-1]}_vs_{sizes[0]}"] = round(ratio, 3)
-        print(f"warm through the {name} gateway, {sizes[-1]} vs {sizes[0]} images (p50): {ratio:.3f}x")
+        where = "direct to Glance" if name == "direct" else f"through the {name} gateway"
+        print(f"warm {where}, {sizes[-1]} vs {sizes[0]} images (p50): {ratio:.3f}x")
+    if result["resets"]:
+        print(f"uploads repeated after a reset connection: {result['resets']}")
 
 
 if __name__ == "__main__":
