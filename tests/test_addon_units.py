@@ -76,7 +76,7 @@ def test_a_refused_upload_is_answered_at_the_gateway_and_finished_once(tmp_path)
 
     async def hooks():
         await gg.requestheaders(flow)
-        gg.response(flow)  # what comes after a refusal must not count it again
+        await gg.response(flow)  # what comes after a refusal must not count it again
         gg.error(flow)
     run(hooks)
 
@@ -185,14 +185,39 @@ def test_glance_answer_finishes_the_upload_once_with_its_status(tmp_path):
         flow.request.stream(b"")
         flow.response = http.Response.make(204, b"", {"x-openstack-request-id": "req-glance-1"})
         gg.responseheaders(flow)
-        gg.response(flow)
-        gg.response(flow)
+        await gg.response(flow)
+        await gg.response(flow)
     run(hooks)
 
     exchange = flow.metadata["glance_gate"]
     assert (exchange.status, exchange.source, exchange.request_id) == (204, "upstream", "req-glance-1")
     [record] = audit(tmp_path)
     assert (record["status"], record["bytes_transferred"], record["request_id"]) == (204, 4, "req-glance-1")
+
+
+def test_a_delete_frees_its_bytes_before_its_answer_is_sent(tmp_path):
+    """The image's bytes are read before the DELETE is forwarded; Glance's 204
+    is held (not streamed) until they are out of the owner's usage."""
+    gg = gateway(tmp_path, limit=10_000, usage=9_500)
+    glance = gg.gate.glance
+    flow = upload({"x-auth-token": "tok"}, path=f"/v2/images/{IMAGE_ID}")
+    flow.request.method = "DELETE"
+
+    async def hooks():
+        _, refused = await gg.gate.quota.reserve("projA", 1024)
+        glance.stored = ("projA", 9_000)
+        await gg.requestheaders(flow)
+        glance.stored = None  # deleted
+        flow.response = http.Response.make(204, b"")
+        gg.responseheaders(flow)
+        streamed = flow.response.stream
+        await gg.response(flow)
+        return refused, streamed, await gg.gate.quota.reserve("projA", 1024)
+    refused, streamed, (hold, refusal) = run(hooks)
+
+    assert refused.status == 413 and streamed is False
+    assert refusal is None and hold.used == 500
+    assert flow.metadata["glance_gate"].route.kind == "change"
 
 
 def test_other_requests_stream_through_untouched(tmp_path):
