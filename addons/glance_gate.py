@@ -9,6 +9,7 @@ kernel's buffers; everything else streams through untouched.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 
@@ -20,7 +21,7 @@ from addons import metrics, wire
 from addons.audit import AuditTrail
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from addons.reservation import Reservation
-from addons.trusted_auth import TrustedAuth
+from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
 from policy import decision as rules
 from policy.decision import Decision
@@ -29,7 +30,7 @@ from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
 from policy.quota import hard_quota
-from policy.routes import classify
+from policy.routes import OTHER, Route, classify
 
 log = logging.getLogger("glance_gate")
 
@@ -39,6 +40,19 @@ SAFE_OPTIONS = {
     "http3": False,
     "connection_strategy": "lazy",  # no upstream connection for a refused request
 }
+
+
+def fail_closed(hook):
+    """Around every hook that decides: an unexpected exception ends the request
+    at the gateway (503 `internal`), where mitmproxy would log it and forward
+    the request undecided."""
+    @functools.wraps(hook)
+    async def guarded(self: GlanceGate, flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception:
+            self.internal_error(flow, f"GlanceGate.{hook.__name__}")
+    return guarded
 
 
 class UploadStream:
@@ -51,6 +65,13 @@ class UploadStream:
         self.reservation = reservation
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
+        try:
+            return self._next(data)
+        except Exception:  # mitmproxy would end the body well-formed: cut it instead
+            self.gate.internal_error(self.flow, "UploadStream", mid_stream=True)
+            return []
+
+    def _next(self, data: bytes) -> bytes | list[bytes]:
         if self.exchange.finished:
             return []
         if not data:  # end of body
@@ -74,7 +95,7 @@ class GlanceGate:
         self.gate: UploadGate | None = None
         self.audit: AuditTrail | None = None
         self.metrics = metrics.Metrics()
-        self.addons = [TrustedAuth(self)]  # runs after this addon's hooks
+        self.trusted = TrustedAuth(self)
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
@@ -113,22 +134,34 @@ class GlanceGate:
         if self.audit:
             self.audit.close()
 
+    @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if "glance_gate" in flow.metadata:
+            return  # already ended: StripIdentity failed
         exchange, invalid = self._begin(flow)
         if invalid:
             # mitmproxy answers 400 itself and never forwards the request.
             exchange.fail(400, "bad_request", GATEWAY, invalid)
             self.finish(exchange)
             return
-        if exchange.route.is_import:
+        if exchange.route.is_upload:
+            await self._upload(flow, exchange)
+        elif exchange.route.is_import:
             # A small JSON body, buffered and decided in `request`.
             if refusal := rules.check_import_body(exchange.declared):
                 self.refuse(flow, exchange, refusal)
-            return
-        if not exchange.route.is_upload:
+        else:
             flow.request.stream = True
-            exchange.forward()
+        if self.config and self.config.identity.trusted_auth and not exchange.finished:
+            await self.trusted.authenticate(flow, exchange)
+        if exchange.finished or exchange.route.is_import:
             return
+        exchange.forward()
+        if exchange.route.is_upload:
+            metrics.forwarding(exchange)
+            wire.release_client(flow)
+
+    async def _upload(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         wire.hold_client(flow)
         exchange.verdict = verdict = await self._decide(flow, exchange)
         exchange.decision_seconds = time.monotonic() - exchange.started
@@ -138,10 +171,8 @@ class GlanceGate:
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
         flow.request.stream = UploadStream(self, flow, exchange, verdict, self._reservation(flow, exchange))
-        exchange.forward()
-        metrics.forwarding(exchange)
-        wire.release_client(flow)
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
         if not exchange or not exchange.route.is_import:
@@ -165,7 +196,8 @@ class GlanceGate:
         if not exchange.verdict.hold:
             return None
         cut = lambda refusal: self.refuse(flow, exchange, refusal, mid_stream=True)  # noqa: E731
-        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut)
+        failed = lambda where: self.internal_error(flow, where, mid_stream=True)  # noqa: E731
+        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut, failed)
         return exchange.reservation
 
     def _begin(self, flow: http.HTTPFlow) -> tuple[Exchange, str]:
@@ -197,7 +229,7 @@ class GlanceGate:
             content_type=headers.get("content-type"),
             content_length=exchange.declared,
             chunked=exchange.declared is None,
-            image_size=_size(headers.get("x-openstack-image-size")),
+            image_size=_raw(headers.get_all("x-openstack-image-size")),
         ))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -225,6 +257,22 @@ class GlanceGate:
             exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY, detail)
         self.finish(exchange)
 
+    def internal_error(self, flow: http.HTTPFlow, where: str, mid_stream: bool = False) -> None:
+        """Ends the request at the gateway after an unexpected exception (the
+        one being handled): 503 `internal`, counted, audited, and logged with
+        its traceback. Nothing more of the request is forwarded."""
+        log.exception("internal error in %s: %s %s ends at the gateway with 503",
+                      where, flow.request.method, flow.request.path[:200])
+        try:
+            if (exchange := flow.metadata.get("glance_gate")) is None:  # failed before it was classified
+                exchange = flow.metadata["glance_gate"] = Exchange(
+                    Route(OTHER, ""), flow.request.method, "", request_id())
+            if not exchange.finished:
+                self.refuse(flow, exchange, rules.internal(), mid_stream=mid_stream)
+        finally:
+            if not mid_stream and flow.killable:  # also when the refusal itself failed
+                flow.kill()
+
     def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Decision,
                mid_stream: bool = False) -> None:
         assert self.config
@@ -251,8 +299,10 @@ def trailers_refusal() -> bytes:
     return wire.raw_response(refusal.status, *render(refusal, request_id()))
 
 
-def _size(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and int(value) > 0 else None
+def _raw(values: list[str]) -> bytes | None:
+    """A header's bytes as the client sent them (mitmproxy decodes UTF-8 with
+    surrogateescape), duplicates joined by "," as gunicorn joins them for Glance."""
+    return ",".join(values).encode("utf-8", "surrogateescape") if values else None
 
 
 def build_gate(config: configuration.Config) -> UploadGate:
@@ -268,4 +318,10 @@ def build_gate(config: configuration.Config) -> UploadGate:
     )
 
 
-addons = [GlanceGate()]
+def make_addons() -> list:
+    """The identity strip runs first, on every request, independent of the gate."""
+    gate = GlanceGate()
+    return [StripIdentity(gate), gate]
+
+
+addons = make_addons()

@@ -28,11 +28,15 @@ class UploadRequest:
     content_type: str | None
     content_length: int | None
     chunked: bool
-    image_size: int | None = None  # x-openstack-image-size, for a chunked body
+    image_size: bytes | None = None  # x-openstack-image-size as sent, for a chunked body
 
     @property
     def declared_size(self) -> int | None:
-        return self.content_length if not self.chunked else self.image_size
+        """A size of 0 or less says nothing: the body is reserved as it streams."""
+        if not self.chunked:
+            return self.content_length
+        size = rules.parse_image_size(self.image_size)
+        return size if size and size > 0 else None
 
 
 @dataclass
@@ -80,6 +84,7 @@ class UploadGate:
     async def _decide(self, req: UploadRequest, verdict: Verdict) -> Decision | None:
         verdict.identity = identity = await self.tokens.validate(req.tokens)
         refusal = (rules.check_media_type(req.content_type)
+                   or rules.check_image_size(req.image_size)
                    or rules.check_body(req.content_length, req.chunked))
         if refusal:
             return refusal

@@ -212,6 +212,12 @@ class Gateway:
         self.url, self.proc, self.log, self.config = url, proc, log, config
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
+    def probed(self) -> bool:
+        try:
+            return "glance_gate_dependency_up{" in httpx.get(self.metrics_url, timeout=10).text
+        except httpx.TransportError:
+            return False
+
     def log_text(self) -> str:
         return self.log.read_text()
 
@@ -228,23 +234,30 @@ class Gateway:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
-                  mitmdump: bool = False, **config) -> Gateway:
+def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump: bool = False,
+                  fault: str = "", **config) -> Gateway:
+    """fault: a step of the decision made to raise (tests/fault_injection.py); runs mitmdump."""
     port, metrics_port = port or free_port(), free_port()
     conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, metrics_port=metrics_port, **config)
     log = tmp / f"gateway-{port}.log"
     bindir = Path(sys.executable).parent
-    env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir")}
-    if mitmdump:
+    env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir"), "GLANCE_GATE_FAULT": fault}
+    if mitmdump or fault:
         upstream = config.get("upstream") or stack.glance
+        scripts = [REPO / "tests" / "fault_injection.py"] * bool(fault) + [REPO / "addons" / "glance_gate.py"]
         cmd = [str(bindir / "mitmdump"), "--mode", f"reverse:{upstream}@127.0.0.1:{port}",
                "--set", f"confdir={tmp / 'confdir'}", "-q",
-               "-s", str(REPO / "addons" / "glance_gate.py"), "--set", f"glance_gate_config={conf}"]
+               *(arg for script in scripts for arg in ("-s", str(script))),
+               "--set", f"glance_gate_config={conf}"]
     else:
         cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
     wait_port(port, proc, log)
-    return Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    gw = Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    # Running, past mitmproxy's startup check (which exits on any error logged
+    # before it): the dependency probe has reported once.
+    wait_until(gw.probed, "the gateway never probed its dependencies")
+    return gw
 
 
 def stop(proc: subprocess.Popen) -> None:
