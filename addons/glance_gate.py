@@ -23,6 +23,7 @@ from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from addons.reservation import Reservation
 from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
+from policy import health
 from policy import decision as rules
 from policy.decision import Decision
 from policy.errors import render, request_id
@@ -93,6 +94,7 @@ class GlanceGate:
     def __init__(self) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
+        self.probes: dict[str, health.Probe] = {}
         self.audit: AuditTrail | None = None
         self.metrics = metrics.Metrics()
         self.trusted = TrustedAuth(self)
@@ -108,7 +110,7 @@ class GlanceGate:
                 raise exceptions.OptionsError("glance_gate_config: set it to the path of config.toml")
             try:
                 self.config = configuration.load(ctx.options.glance_gate_config)
-                self.gate = build_gate(self.config)
+                self.gate, self.probes = build_gate(self.config)
             except configuration.ConfigError as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
             self.metrics.serve(self.config)
@@ -122,12 +124,7 @@ class GlanceGate:
             ctx.options.update(**unsafe)
 
     def running(self) -> None:
-        assert self.config and self.gate
-        targets = {"keystone": f"{self.config.keystone.url}/v3",
-                   "glance": f"{self.config.gateway.upstream}/versions"}
-        if self.config.quota.ledger == "redis":
-            targets["redis"] = self.gate.quota.ledger.ping
-        self.metrics.probe(targets)
+        self.metrics.probe(self.probes)
 
     def done(self) -> None:
         self.metrics.done()
@@ -305,17 +302,19 @@ def _raw(values: list[str]) -> bytes | None:
     return ",".join(values).encode("utf-8", "surrogateescape") if values else None
 
 
-def build_gate(config: configuration.Config) -> UploadGate:
+def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, health.Probe]]:
     keystone = KeystoneClient(config.keystone)
     glance = GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
                           timeout=config.gateway.upstream_timeout_seconds)
-    return UploadGate(
+    quota = hard_quota(config, glance, keystone.service_token)
+    gate = UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),
                        metrics.token_validated),
         glance,
-        hard_quota(config, glance, keystone.service_token),
+        quota,
     )
+    return gate, health.probes(config, keystone, glance, quota.ledger)
 
 
 def make_addons() -> list:

@@ -14,7 +14,7 @@ from addons import metrics, wire
 from addons.exchange import Exchange
 from policy import decision as rules
 from policy.decision import Decision
-from policy.identity import Unavailable
+from policy.exceptions import Unavailable
 from policy.quota.reservations import Hold
 from policy.routes import STAGE
 

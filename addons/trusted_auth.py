@@ -23,7 +23,7 @@ from addons import wire
 from addons.exchange import Exchange
 from policy import decision as rules
 from policy.decision import Identity
-from policy.identity import InvalidToken, Unavailable
+from policy.exceptions import InvalidToken, Unavailable
 from policy.identity.trusted import UNAUTHENTICATED_PATHS, identity_headers, is_identity_header
 from policy.routes import normalize
 
@@ -71,7 +71,7 @@ class TrustedAuth:
             self.gate.refuse(flow, exchange, rules.bad_token(str(e)))
             return None
         except Unavailable as e:
-            self.gate.refuse(flow, exchange, rules.unavailable(e.dependency, e.detail))
+            self.gate.refuse(flow, exchange, rules.unavailable(e.dependency, e.detail, e.reason))
             return None
         wire.release_client(flow)
         return identity

@@ -13,11 +13,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from policy.exceptions import ConfigError
+
 UNLIMITED = -1
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class Address(NamedTuple):

@@ -60,9 +60,10 @@ def bad_token(detail: str) -> Decision:
     return Decision(401, "token", f"The request you have made requires authentication: {detail}.")
 
 
-def unavailable(dependency: str, detail: str) -> Decision:
-    return Decision(503, "upstream_unavailable",
-                    f"{dependency} is unavailable, so the upload cannot be checked: {detail}.")
+def unavailable(dependency: str, detail: str, reason: str = "upstream_unavailable") -> Decision:
+    """reason: "misconfigured" when the dependency refuses the gateway's own
+    identity or URL (policy.exceptions.Misconfigured): the detail says what to fix."""
+    return Decision(503, reason, f"{dependency} is unavailable, so the upload cannot be checked: {detail}.")
 
 
 def internal() -> Decision:

@@ -11,7 +11,8 @@ from policy import decision as rules
 from policy.config import Config
 from policy.decision import Decision, Identity, Image
 from policy.glance import GlanceClient
-from policy.identity import InvalidToken, TokenValidator, Unavailable
+from policy.exceptions import InvalidToken, Unavailable
+from policy.identity import TokenValidator
 from policy.quota.reservations import HardQuota, Hold
 from policy.routes import Route, is_uuid
 
@@ -78,7 +79,7 @@ class UploadGate:
         except InvalidToken as e:
             verdict.refusal = rules.bad_token(str(e))
         except Unavailable as e:
-            verdict.refusal = rules.unavailable(e.dependency, e.detail)
+            verdict.refusal = rules.unavailable(e.dependency, e.detail, e.reason)
         return verdict
 
     async def _decide(self, req: UploadRequest, verdict: Verdict) -> Decision | None:

@@ -172,10 +172,11 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
-                 quota_settings: dict | None = None, client_idle_timeout: int | None = None) -> Path:
+                 quota_settings: dict | None = None, client_idle_timeout: int | None = None,
+                 service_user: dict | None = None) -> Path:
     """quota: per-project byte limits; quota_settings: any other [quota] key;
-    identity: the [identity] table."""
-    gw = stack.user("gateway")
+    identity: the [identity] table; service_user: the gateway's own Keystone user."""
+    gw = service_user or stack.user("gateway")
     quota = quota or {}
     lines = [
         "[gateway]",

@@ -8,7 +8,7 @@ from typing import Protocol
 
 from policy.decision import Identity
 from policy.identity.cache import TokenCache
-from policy.identity.keystone import InvalidToken, Unavailable
+from policy.exceptions import InvalidToken, Unavailable
 
 Observer = Callable[[str, str, str], None]  # (method, result, cache)
 

@@ -10,7 +10,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from policy.config import UNLIMITED
-from policy.identity import Unavailable
+from policy.exceptions import Unavailable
 from policy.quota.ledger import Grant, Ledger, Usage
 
 SCRIPT = (Path(__file__).parent / "ledger.lua").read_text()

@@ -14,7 +14,7 @@ from policy import decision as rules
 from policy.config import UNLIMITED, Quota
 from policy.decision import Decision
 from policy.glance import GlanceClient
-from policy.identity import Unavailable
+from policy.exceptions import Unavailable
 from policy.quota.ledger import Grant, Ledger, Usage
 from policy.quota.limits import Limits
 
@@ -105,7 +105,7 @@ class Hold:
             usage = await self.quota.usage(self.owner, max_age=EXTEND_READING_SECONDS)
             grant = await self.quota.ledger.extend(self.owner, self.id, self.step, usage, self.limit)
         except Unavailable as e:
-            grant, self.failure = None, rules.unavailable(e.dependency, e.detail)
+            grant, self.failure = None, rules.unavailable(e.dependency, e.detail, e.reason)
         finally:
             self.extending = False
         if grant is None:
