@@ -10,8 +10,8 @@ from dataclasses import dataclass
 from policy import decision as rules
 from policy.config import Config
 from policy.decision import Decision, Identity, Image
-from policy.glance import GlanceClient
 from policy.exceptions import InvalidToken, Unavailable
+from policy.glance import GlanceClient
 from policy.identity import TokenValidator
 from policy.quota.reservations import HardQuota, Hold
 from policy.routes import Route, is_uuid

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import time
 
 from tests.stack import free_port
 
@@ -14,8 +15,10 @@ class Relay:
     are refused and the open ones cut, as when the server is down; on(): back.
     `sent` records every byte the relay's clients sent the server."""
 
-    def __init__(self, target_port: int):
+    def __init__(self, target_port: int, delay: float = 0):
+        """delay: seconds each answer (each read from the server) is held back."""
         self.target = ("127.0.0.1", target_port)
+        self.delay = delay
         self.sent = bytearray()
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -68,6 +71,8 @@ class Relay:
                 if record:
                     with self._lock:
                         self.sent += data
+                else:
+                    time.sleep(self.delay)
                 dst.sendall(data)
             dst.shutdown(socket.SHUT_WR)
         except OSError:  # the other side, or off(), closed it

@@ -13,10 +13,11 @@ from collections.abc import Coroutine
 from policy import decision as rules
 from policy.config import UNLIMITED, Quota
 from policy.decision import Decision
-from policy.glance import GlanceClient
 from policy.exceptions import Unavailable
+from policy.glance import GlanceClient
 from policy.quota.ledger import Grant, Ledger, Usage
 from policy.quota.limits import Limits
+from policy.singleflight import SingleFlight
 
 # How long a commit counts on top of usage readings that may predate it. A
 # growing upload may extend from a reading up to half that old: it then needs
@@ -35,6 +36,7 @@ class HardQuota:
         self.quota, self.limits, self.glance, self.ledger = quota, limits, glance, ledger
         self._usage: dict[str, tuple[Usage, float]] = {}
         self._invalidated: set[str] = set()  # a reading older than this gateway's last commit
+        self._readings: SingleFlight[Usage] = SingleFlight()
 
     async def usage(self, project: str, max_age: float | None = None) -> Usage:
         """A new reservation wants a fresh reading; a growing one takes an older one
@@ -43,11 +45,16 @@ class HardQuota:
         fresh = max_age is not None or project not in self._invalidated
         if cached and fresh and time.monotonic() - at < (max_age or self.quota.usage_cache_seconds):
             return cached
+        return await self._readings.run(project, lambda: self._read(project))
+
+    async def _read(self, project: str) -> Usage:
+        """One reading at a time per project, shared by whoever wants it meanwhile:
+        a reading begun before a commit is safe, as its generation predates it."""
         started = time.monotonic()
+        self._invalidated.discard(project)  # a commit from now on invalidates this reading
         generation = await self.ledger.generation(project)  # before Glance: see ledger.py
         usage = Usage(await self.glance.usage(project), generation)
         self._usage[project] = (usage, started)
-        self._invalidated.discard(project)
         return usage
 
     def invalidate_usage(self, project: str) -> None:
