@@ -135,6 +135,8 @@ class GlanceGate:
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if "glance_gate" in flow.metadata:
             return  # already ended: StripIdentity failed
+        assert self.config
+        wire.drop_stale_upstream(flow, self.config.gateway.upstream_keepalive_seconds)
         exchange, invalid = self._begin(flow)
         if invalid:
             # mitmproxy answers 400 itself and never forwards the request.
@@ -234,6 +236,7 @@ class GlanceGate:
         flow.response.stream = True
 
     def response(self, flow: http.HTTPFlow) -> None:
+        wire.upstream_idle(flow)
         exchange = flow.metadata.get("glance_gate")
         if exchange and not exchange.finished and flow.response:
             exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))

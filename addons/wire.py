@@ -15,9 +15,12 @@ cut tests of test_upload_spec.py and test_hostile.py).
 from __future__ import annotations
 
 import asyncio
+import time
+import weakref
 from collections.abc import Callable
 
 from mitmproxy import ctx, http
+from mitmproxy.connection import Server
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import _http1
@@ -89,6 +92,29 @@ def abort(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes
         # Marks the client closed, so mitmproxy adds no 502 of its own when it
         # notices the upstream is gone; the pending write is flushed on close.
         handler.close_connection(flow.client_conn)
+
+
+# When each open upstream connection finished its last answer. mitmproxy reuses
+# a client's upstream connection for its next request while it looks open; it
+# has no idle bound of its own.
+_idle_since: weakref.WeakKeyDictionary[Server, float] = weakref.WeakKeyDictionary()
+
+
+def upstream_idle(flow: http.HTTPFlow) -> None:
+    """The answer is complete: the flow's upstream connection is idle from now."""
+    _idle_since[flow.server_conn] = time.monotonic()
+
+
+def drop_stale_upstream(flow: http.HTTPFlow, max_idle: float) -> None:
+    """Before mitmproxy picks an upstream connection for this request: close the
+    client's upstream connections idle longer than max_idle, so a fresh one is
+    opened. One the server is closing for its own keep-alive timeout at this
+    very moment would fail the request with 502, or cut an upload."""
+    handler, transports = _transports(flow)
+    now = time.monotonic()
+    for conn in [c for c in transports if isinstance(c, Server) and c.connected]:
+        if now - _idle_since.get(conn, now) > max_idle:
+            handler.close_connection(conn)  # marks it closed at once: it is not reused
 
 
 def refuse_request_trailers(answer: Callable[[], bytes]) -> None:

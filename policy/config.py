@@ -84,6 +84,8 @@ class Gateway(Table):
     upstream_timeout_seconds: Seconds = 30
     # mitmproxy's tcp_timeout: a connection silent both ways this long is closed
     client_idle_timeout_seconds: WholeSeconds = 60
+    # an upstream connection idle this long is not reused: below Glance's keep-alive (gunicorn: 2 s)
+    upstream_keepalive_seconds: Seconds = 1
 
 
 class Keystone(Table):

@@ -173,8 +173,9 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
                  quota_settings: dict | None = None, client_idle_timeout: int | None = None,
-                 service_user: dict | None = None) -> Path:
+                 service_user: dict | None = None, gateway_settings: dict | None = None) -> Path:
     """quota: per-project byte limits; quota_settings: any other [quota] key;
+    gateway_settings: any other [gateway] key;
     identity: the [identity] table; service_user: the gateway's own Keystone user."""
     gw = service_user or stack.user("gateway")
     quota = quota or {}
@@ -185,6 +186,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         f'metrics = "127.0.0.1:{metrics_port}"',
         "upstream_timeout_seconds = 10",
         *([f"client_idle_timeout_seconds = {client_idle_timeout}"] if client_idle_timeout else []),
+        *(f"{key} = {toml_value(value)}" for key, value in (gateway_settings or {}).items()),
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
         f'username = "{gw["username"]}"',
