@@ -19,6 +19,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 
 from addons import metrics, wire
 from addons.audit import AuditTrail
+from addons.client_bounds import ClientBounds
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from addons.reservation import Reservation
 from addons.trusted_auth import StripIdentity, TrustedAuth
@@ -134,7 +135,7 @@ class GlanceGate:
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         if "glance_gate" in flow.metadata:
-            return  # already ended: StripIdentity failed
+            return  # already ended: by StripIdentity's failure, or ClientBounds
         assert self.config
         wire.drop_stale_upstream(flow, self.config.gateway.upstream_keepalive_seconds)
         exchange, invalid = self._begin(flow)
@@ -263,12 +264,16 @@ class GlanceGate:
         its traceback. Nothing more of the request is forwarded."""
         log.exception("internal error in %s: %s %s ends at the gateway with 503",
                       where, flow.request.method, flow.request.path[:200])
+        self.end(flow, rules.internal(), mid_stream)
+
+    def end(self, flow: http.HTTPFlow, refusal: Decision, mid_stream: bool = False) -> None:
+        """Ends a request with a refusal of no rule of the gate's, counted like any."""
         try:
             if (exchange := flow.metadata.get("glance_gate")) is None:  # failed before it was classified
                 exchange = flow.metadata["glance_gate"] = Exchange(
                     Route(OTHER, ""), flow.request.method, "", request_id())
             if not exchange.finished:
-                self.refuse(flow, exchange, rules.internal(), mid_stream=mid_stream)
+                self.refuse(flow, exchange, refusal, mid_stream=mid_stream)
         finally:
             if not mid_stream and flow.killable:  # also when the refusal itself failed
                 flow.kill()
@@ -323,7 +328,7 @@ def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, heal
 def make_addons() -> list:
     """The identity strip runs first, on every request, independent of the gate."""
     gate = GlanceGate()
-    return [StripIdentity(gate), gate]
+    return [StripIdentity(gate), ClientBounds(gate), gate]
 
 
 addons = make_addons()

@@ -49,11 +49,17 @@ dependency_up = Gauge("glance_gate_dependency_up", "1 when a dependency gives wh
                       ["dependency"])
 dependency_misconfigured = Gauge("glance_gate_dependency_misconfigured",
                                  "1 when a dependency refuses the gateway's own identity or URL.", ["dependency"])
+connections_refused = Counter("glance_gate_connections_refused", "Client connections closed by a slow-client bound.",
+                              ["reason"])  # per_client_cap, head_deadline
 build_info = Info("glance_gate_build", "Versions of glance-gate and mitmproxy.")
 
 
 def token_validated(method: str, result: str, cache: str) -> None:
     token_validations.labels(method, result, cache).inc()
+
+
+def connection_refused(reason: str) -> None:
+    connections_refused.labels(reason).inc()
 
 
 def reservation_settled(outcome: str) -> None:

@@ -117,6 +117,13 @@ def drop_stale_upstream(flow: http.HTTPFlow, max_idle: float) -> None:
             handler.close_connection(conn)  # marks it closed at once: it is not reused
 
 
+def close_client(client) -> None:
+    """Close a client connection from outside its flows (a deadline)."""
+    handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
+    if handler and client in handler.transports:
+        handler.close_connection(client)
+
+
 def refuse_request_trailers(answer: Callable[[], bytes]) -> None:
     """Turn mitmproxy's crash on request trailers into a refusal: the client
     gets `answer()`, and the request fails as if its framing were broken, so the

@@ -66,6 +66,11 @@ def unavailable(dependency: str, detail: str, reason: str = "upstream_unavailabl
     return Decision(503, reason, f"{dependency} is unavailable, so the upload cannot be checked: {detail}.")
 
 
+def too_many_connections(address: str, cap: int) -> Decision:
+    return Decision(429, "too_many_connections",
+                    f"More than {cap} connections from {address}; close some and retry.")
+
+
 def internal() -> Decision:
     """An unexpected error inside the gateway: the request ends here, never forwarded."""
     return Decision(503, "internal", "The gateway failed to check the request, so it was not forwarded.")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -238,8 +239,9 @@ class Gateway:
 
 
 def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump: bool = False,
-                  fault: str = "", **config) -> Gateway:
-    """fault: a step of the decision made to raise (tests/fault_injection.py); runs mitmdump."""
+                  fault: str = "", max_fds: int | None = None, **config) -> Gateway:
+    """fault: a step of the decision made to raise (tests/fault_injection.py); runs mitmdump.
+    max_fds: the gateway's limit of open files (RLIMIT_NOFILE)."""
     port, metrics_port = port or free_port(), free_port()
     conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, metrics_port=metrics_port, **config)
     log = tmp / f"gateway-{port}.log"
@@ -254,7 +256,9 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump:
                "--set", f"glance_gate_config={conf}"]
     else:
         cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))) if max_fds else None
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                            preexec_fn=limit)
     wait_port(port, proc, log)
     gw = Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
     # Running, past mitmproxy's startup check (which exits on any error logged
