@@ -104,6 +104,7 @@ class GlanceGate:
         loader.add_option("glance_gate_config", str, "",
                           "Path to glance-gate's config.toml.")
         wire.refuse_request_trailers(trailers_refusal)
+        wire.retry_on_fresh_connection()
 
     def configure(self, updated: set[str]) -> None:
         if "glance_gate_config" in updated:

@@ -23,9 +23,11 @@ from mitmproxy import ctx, http
 from mitmproxy.connection import Server
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode
+from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestEndOfMessage, RequestHeaders,
+                                                   ResponseProtocolError)
 
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 
@@ -115,6 +117,39 @@ def drop_stale_upstream(flow: http.HTTPFlow, max_idle: float) -> None:
     for conn in [c for c in transports if isinstance(c, Server) and c.connected]:
         if now - _idle_since.get(conn, now) > max_idle:
             handler.close_connection(conn)  # marks it closed at once: it is not reused
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRIED = "glance_gate_retried"  # flow.metadata: the request was sent again once
+
+
+def retry_on_fresh_connection() -> None:
+    """A bodyless GET/HEAD/OPTIONS whose reused upstream connection fails before
+    any byte of the answer (the server closed it as the request went out) is
+    sent once more, on a fresh connection, instead of answered 502. An upload
+    never is: its body is streamed and gone."""
+    stream = http_layer.HttpStream
+    if getattr(stream.handle_protocol_error, "retries", False):
+        return
+    handle_protocol_error = stream.handle_protocol_error
+
+    def handle_protocol_error_retrying(self, event):
+        flow = self.flow
+        if (isinstance(event, ResponseProtocolError) and not flow.metadata.get(RETRIED)
+                and flow.request.method in SAFE_METHODS and not flow.request.raw_content
+                and self.client_state == self.state_done
+                and self.server_state == self.state_wait_for_response_headers
+                and flow.server_conn in _idle_since):  # reused, not a first connect
+            flow.metadata[RETRIED] = True
+            yield commands.Log(f"retrying {flow.request.method} on a fresh upstream connection: {event.message}")
+            if (yield from self.make_server_connection()):
+                yield http_layer.SendHttp(RequestHeaders(self.stream_id, flow.request, True), self.context.server)
+                yield http_layer.SendHttp(RequestEndOfMessage(self.stream_id), self.context.server)
+            return
+        yield from handle_protocol_error(self, event)
+
+    handle_protocol_error_retrying.retries = True
+    stream.handle_protocol_error = handle_protocol_error_retrying
 
 
 def close_client(client) -> None:
