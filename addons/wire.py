@@ -5,11 +5,15 @@ to cut a streamed request so that the upstream sees an *incomplete* message:
 - a response set in `requestheaders` is sent only after the whole body is buffered;
 - a killed or raising stream hands the upstream a truncated but well-formed body.
 - a chunked request with trailers makes its HTTP/1 server raise, leaving the
-  client without an answer and the upstream with a half-sent body.
+  client without an answer and the upstream with a half-sent body;
+- an idle upstream connection is reused however long it idled, and one that
+  fails before its answer is a 502, even for a GET;
+- nothing closes a client connection on a deadline.
 So these helpers work on the asyncio transports of the flow's connection
-handler, and patch that one parser method. tests/test_wire_pin.py pins the
-mitmproxy version they were proven against (by test_early_rejection.py, the
-cut tests of test_upload_spec.py and test_hostile.py).
+handler, and patch that one parser method and HttpStream's protocol-error
+handler. tests/test_wire_pin.py pins the mitmproxy version they were proven
+against (by test_early_rejection.py, the cut tests of test_upload_spec.py,
+test_hostile.py, test_fail_closed.py, test_keepalive.py, test_slow_clients.py).
 """
 
 from __future__ import annotations
