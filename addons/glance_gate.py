@@ -153,7 +153,7 @@ class GlanceGate:
                 self.refuse(flow, exchange, refusal)
         else:
             flow.request.stream = True
-        if self.config and self.config.identity.trusted_auth and not exchange.finished:
+        if self.config.identity.trusted_auth and not exchange.finished:
             await self.trusted.authenticate(flow, exchange)
         if exchange.finished or exchange.route.is_import:
             return
