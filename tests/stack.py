@@ -259,11 +259,15 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump:
     limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))) if max_fds else None
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO,
                             preexec_fn=limit)
-    wait_port(port, proc, log)
     gw = Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
-    # Running, past mitmproxy's startup check (which exits on any error logged
-    # before it): the dependency probe has reported once.
-    wait_until(gw.probed, "the gateway never probed its dependencies")
+    try:
+        wait_port(port, proc, log)
+        # Running, past mitmproxy's startup check (which exits on any error logged
+        # before it): the dependency probe has reported once.
+        wait_until(gw.probed, "the gateway never probed its dependencies")
+    except BaseException:
+        stop(proc)  # never left running when it did not start
+        raise
     return gw
 
 
