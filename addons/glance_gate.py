@@ -10,6 +10,7 @@ kernel's buffers; everything else streams through untouched.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 
@@ -19,10 +20,12 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 
 from addons import metrics, wire
 from addons.audit import AuditTrail
+from addons.client_bounds import ClientBounds
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from addons.reservation import Reservation
-from addons.trusted_auth import TrustedAuth
+from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
+from policy import health
 from policy import decision as rules
 from policy.decision import Decision
 from policy.errors import render, request_id
@@ -30,7 +33,7 @@ from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
 from policy.quota import hard_quota
-from policy.routes import CHANGE, classify, is_uuid
+from policy.routes import CHANGE, OTHER, Route, classify, is_uuid
 
 log = logging.getLogger("glance_gate")
 
@@ -40,6 +43,19 @@ SAFE_OPTIONS = {
     "http3": False,
     "connection_strategy": "lazy",  # no upstream connection for a refused request
 }
+
+
+def fail_closed(hook):
+    """Around every hook that decides: an unexpected exception ends the request
+    at the gateway (503 `internal`), where mitmproxy would log it and forward
+    the request undecided."""
+    @functools.wraps(hook)
+    async def guarded(self: GlanceGate, flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception:
+            self.internal_error(flow, f"GlanceGate.{hook.__name__}")
+    return guarded
 
 
 class UploadStream:
@@ -52,6 +68,13 @@ class UploadStream:
         self.reservation = reservation
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
+        try:
+            return self._next(data)
+        except Exception:  # mitmproxy would end the body well-formed: cut it instead
+            self.gate.internal_error(self.flow, "UploadStream", mid_stream=True)
+            return []
+
+    def _next(self, data: bytes) -> bytes | list[bytes]:
         if self.exchange.finished:
             return []
         if not data:  # end of body
@@ -73,15 +96,17 @@ class GlanceGate:
     def __init__(self) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
+        self.probes: dict[str, health.Probe] = {}
         self.audit: AuditTrail | None = None
         self.metrics = metrics.Metrics()
         self._reconciling: asyncio.Task | None = None
-        self.addons = [TrustedAuth(self)]  # runs after this addon's hooks
+        self.trusted = TrustedAuth(self)
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
                           "Path to glance-gate's config.toml.")
         wire.refuse_request_trailers(trailers_refusal)
+        wire.retry_on_fresh_connection()
 
     def configure(self, updated: set[str]) -> None:
         if "glance_gate_config" in updated:
@@ -89,7 +114,7 @@ class GlanceGate:
                 raise exceptions.OptionsError("glance_gate_config: set it to the path of config.toml")
             try:
                 self.config = configuration.load(ctx.options.glance_gate_config)
-                self.gate = build_gate(self.config)
+                self.gate, self.probes = build_gate(self.config)
             except configuration.ConfigError as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
             if self._reconciling:  # a new config while running
@@ -105,12 +130,7 @@ class GlanceGate:
             ctx.options.update(**unsafe)
 
     def running(self) -> None:
-        assert self.config and self.gate
-        targets = {"keystone": f"{self.config.keystone.url}/v3",
-                   "glance": f"{self.config.gateway.upstream}/versions"}
-        if self.config.quota.ledger == "redis":
-            targets["redis"] = self.gate.quota.ledger.ping
-        self.metrics.probe(targets)
+        self.metrics.probe(self.probes)
         self._reconcile()
 
     def _reconcile(self) -> None:
@@ -128,25 +148,39 @@ class GlanceGate:
         if self.audit:
             self.audit.close()
 
+    @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if "glance_gate" in flow.metadata:
+            return  # already ended: by StripIdentity's failure, or ClientBounds
+        assert self.config
+        wire.drop_stale_upstream(flow, self.config.gateway.upstream_keepalive_seconds)
         exchange, invalid = self._begin(flow)
         if invalid:
             # mitmproxy answers 400 itself and never forwards the request.
             exchange.fail(400, "bad_request", GATEWAY, invalid)
             self.finish(exchange)
             return
-        if exchange.route.is_import:
+        if exchange.route.is_upload:
+            await self._upload(flow, exchange)
+        elif exchange.route.is_import:
             # A small JSON body, buffered and decided in `request`.
             if refusal := rules.check_import_body(exchange.declared):
                 self.refuse(flow, exchange, refusal)
+        else:
+            flow.request.stream = True
+        if self.config.identity.trusted_auth and not exchange.finished:
+            await self.trusted.authenticate(flow, exchange)
+        if exchange.finished or exchange.route.is_import:
             return
         if exchange.route.kind == CHANGE and is_uuid(exchange.route.image_id):
             assert self.gate
             exchange.change = await self.gate.quota.changing(exchange.route.image_id)
-        if not exchange.route.is_upload:
-            flow.request.stream = True
-            exchange.forward()
-            return
+        exchange.forward()
+        if exchange.route.is_upload:
+            metrics.forwarding(exchange)
+            wire.release_client(flow)
+
+    async def _upload(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         wire.hold_client(flow)
         exchange.verdict = verdict = await self._decide(flow, exchange)
         exchange.decision_seconds = time.monotonic() - exchange.started
@@ -156,10 +190,8 @@ class GlanceGate:
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
         flow.request.stream = UploadStream(self, flow, exchange, verdict, self._reservation(flow, exchange))
-        exchange.forward()
-        metrics.forwarding(exchange)
-        wire.release_client(flow)
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
         if not exchange or not exchange.route.is_import:
@@ -183,7 +215,8 @@ class GlanceGate:
         if not exchange.verdict.hold:
             return None
         cut = lambda refusal: self.refuse(flow, exchange, refusal, mid_stream=True)  # noqa: E731
-        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut)
+        failed = lambda where: self.internal_error(flow, where, mid_stream=True)  # noqa: E731
+        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut, failed)
         return exchange.reservation
 
     def _begin(self, flow: http.HTTPFlow) -> tuple[Exchange, str]:
@@ -215,7 +248,7 @@ class GlanceGate:
             content_type=headers.get("content-type"),
             content_length=exchange.declared,
             chunked=exchange.declared is None,
-            image_size=_size(headers.get("x-openstack-image-size")),
+            image_size=_raw(headers.get_all("x-openstack-image-size")),
         ))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -225,13 +258,16 @@ class GlanceGate:
         flow.response.stream = not (exchange and exchange.change)
 
     async def response(self, flow: http.HTTPFlow) -> None:
+        wire.upstream_idle(flow)
         exchange = flow.metadata.get("glance_gate")
-        if exchange and exchange.change and flow.response and flow.response.status_code < 300:
-            assert self.gate
-            await self.gate.quota.changed(exchange.change)
-        if exchange and not exchange.finished and flow.response:
-            exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
-            self.finish(exchange)
+        try:
+            if exchange and exchange.change and flow.response and flow.response.status_code < 300:
+                assert self.gate
+                await self.gate.quota.changed(exchange.change)
+        finally:  # Glance has answered: the answer is counted whatever the ledger did
+            if exchange and not exchange.finished and flow.response:
+                exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
+                self.finish(exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
@@ -247,6 +283,26 @@ class GlanceGate:
         else:
             exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY, detail)
         self.finish(exchange)
+
+    def internal_error(self, flow: http.HTTPFlow, where: str, mid_stream: bool = False) -> None:
+        """Ends the request at the gateway after an unexpected exception (the
+        one being handled): 503 `internal`, counted, audited, and logged with
+        its traceback. Nothing more of the request is forwarded."""
+        log.exception("internal error in %s: %s %s ends at the gateway with 503",
+                      where, flow.request.method, flow.request.path[:200])
+        self.end(flow, rules.internal(), mid_stream)
+
+    def end(self, flow: http.HTTPFlow, refusal: Decision, mid_stream: bool = False) -> None:
+        """Ends a request with a refusal of no rule of the gate's, counted like any."""
+        try:
+            if (exchange := flow.metadata.get("glance_gate")) is None:  # failed before it was classified
+                exchange = flow.metadata["glance_gate"] = Exchange(
+                    Route(OTHER, ""), flow.request.method, "", request_id())
+            if not exchange.finished:
+                self.refuse(flow, exchange, refusal, mid_stream=mid_stream)
+        finally:
+            if not mid_stream and flow.killable:  # also when the refusal itself failed
+                flow.kill()
 
     def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Decision,
                mid_stream: bool = False) -> None:
@@ -274,21 +330,31 @@ def trailers_refusal() -> bytes:
     return wire.raw_response(refusal.status, *render(refusal, request_id()))
 
 
-def _size(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and int(value) > 0 else None
+def _raw(values: list[str]) -> bytes | None:
+    """A header's bytes as the client sent them (mitmproxy decodes UTF-8 with
+    surrogateescape), duplicates joined by "," as gunicorn joins them for Glance."""
+    return ",".join(values).encode("utf-8", "surrogateescape") if values else None
 
 
-def build_gate(config: configuration.Config) -> UploadGate:
+def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, health.Probe]]:
     keystone = KeystoneClient(config.keystone)
     glance = GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
                           timeout=config.gateway.upstream_timeout_seconds)
-    return UploadGate(
+    quota = hard_quota(config, glance, keystone.service_token)
+    gate = UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),
                        metrics.token_validated),
         glance,
-        hard_quota(config, glance, keystone.service_token),
+        quota,
     )
+    return gate, health.probes(config, keystone, glance, quota.ledger)
 
 
-addons = [GlanceGate()]
+def make_addons() -> list:
+    """The identity strip runs first, on every request, independent of the gate."""
+    gate = GlanceGate()
+    return [StripIdentity(gate), ClientBounds(gate), gate]
+
+
+addons = make_addons()

@@ -15,7 +15,7 @@ import sys
 from mitmproxy import exceptions, master, options
 from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver
 
-from addons.glance_gate import GlanceGate
+from addons.glance_gate import make_addons
 from policy import config as configuration
 
 CONFDIR = os.environ.get("GLANCE_GATE_CONFDIR", "~/.glance-gate")
@@ -29,7 +29,7 @@ def make_master(config_path: str, config: configuration.Config) -> master.Master
     opts = options.Options(confdir=CONFDIR)
     m = master.Master(opts, with_termlog=True)
     m.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
-                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), GlanceGate())
+                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), *make_addons())
     m.options.update(
         mode=[f"reverse:{gw.upstream}@{gw.listen.host}:{gw.listen.port}"],
         glance_gate_config=config_path,

@@ -8,14 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 
-import httpx
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
 from addons.exchange import UPSTREAM, Exchange
 from policy.config import Config
+from policy.exceptions import Misconfigured, Unavailable
+from policy.health import Probe
 
 log = logging.getLogger("glance_gate.metrics")
 
@@ -54,7 +54,12 @@ quota_drift = Histogram("glance_gate_quota_drift_bytes",
 imports = Counter("glance_gate_imports", "Image imports by method and final reason.", ["method", "reason"])
 token_validations = Counter("glance_gate_token_validations", "Token validations.",
                             ["method", "result", "cache"])
-dependency_up = Gauge("glance_gate_dependency_up", "1 when a dependency answers its probe.", ["dependency"])
+dependency_up = Gauge("glance_gate_dependency_up", "1 when a dependency gives what a decision needs.",
+                      ["dependency"])
+dependency_misconfigured = Gauge("glance_gate_dependency_misconfigured",
+                                 "1 when a dependency refuses the gateway's own identity or URL.", ["dependency"])
+connections_refused = Counter("glance_gate_connections_refused", "Client connections closed by a slow-client bound.",
+                              ["reason"])  # per_client_cap, head_deadline
 build_info = Info("glance_gate_build", "Versions of glance-gate and mitmproxy.")
 
 
@@ -65,6 +70,10 @@ def token_validated(method: str, result: str, cache: str) -> None:
 def reconciled(seconds: float, correction: int) -> None:
     quota_reconcile_duration.observe(seconds)
     quota_drift.observe(abs(correction))
+
+
+def connection_refused(reason: str) -> None:
+    connections_refused.labels(reason).inc()
 
 
 def reservation_settled(outcome: str) -> None:
@@ -96,13 +105,6 @@ def finished(exchange: Exchange) -> None:
             upload_size.observe(exchange.transferred)
 
 
-async def _answers(client: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await client.get(url)).status_code < 500
-    except httpx.HTTPError:
-        return False
-
-
 class Metrics:
     """Serves /metrics and probes the dependencies the decisions need."""
 
@@ -122,19 +124,31 @@ class Metrics:
         build_info.info({"version": VERSION, "mitmproxy": MITMPROXY_VERSION})
         log.info("metrics at http://%s:%d/metrics", *address)
 
-    def probe(self, targets: dict[str, str | Callable[[], Awaitable[bool]]]) -> None:
-        """targets: a URL that answers below 500 when up, or a check of one's own."""
+    def probe(self, probes: dict[str, Probe]) -> None:
+        """probes: policy.health's, each raising when a decision would fail."""
         if self._probe:
             self._probe.cancel()
-        self._probe = asyncio.get_running_loop().create_task(self._probe_forever(targets))
+        self._probe = asyncio.get_running_loop().create_task(self._probe_forever(probes))
 
-    async def _probe_forever(self, targets: dict[str, str | Callable[[], Awaitable[bool]]]) -> None:
-        async with httpx.AsyncClient(timeout=PROBE_SECONDS) as client:
-            while True:
-                for name, target in targets.items():
-                    up = await target() if callable(target) else await _answers(client, target)
-                    dependency_up.labels(name).set(1 if up else 0)
-                await asyncio.sleep(PROBE_SECONDS)
+    async def _probe_forever(self, probes: dict[str, Probe]) -> None:
+        states: dict[str, str] = {}
+        while True:
+            for name, probe in probes.items():
+                try:
+                    await probe()
+                    state = "up"
+                except Unavailable as e:
+                    # Glance's probe logs in to Keystone first: a failed login is Keystone's, its own probe says so.
+                    kind = "misconfigured" if isinstance(e, Misconfigured) else "down"
+                    state = f"{kind}: {e.detail}" if e.dependency == name else "up"
+                except Exception as e:  # a probe's own bug must not stop the others
+                    state = f"down: {type(e).__name__}: {e}"
+                dependency_up.labels(name).set(state == "up")
+                dependency_misconfigured.labels(name).set(state.startswith("misconfigured"))
+                if states.get(name, "up") != state:  # one line per change, what to fix included
+                    log.log(logging.INFO if state == "up" else logging.WARNING, "dependency %s: %s", name, state)
+                states[name] = state
+            await asyncio.sleep(PROBE_SECONDS)
 
     def done(self) -> None:
         if self._probe:

@@ -5,6 +5,7 @@ full path (`quota.ledger_dwn: unknown key`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
@@ -13,11 +14,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from policy.exceptions import ConfigError
+
 UNLIMITED = -1
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class Address(NamedTuple):
@@ -62,7 +61,15 @@ def _keystone_root(value: object) -> str:
     return url
 
 
+def _ip(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise ValueError(f"must be an IP address, got {value!r}") from None
+
+
 HostPort = Annotated[Address, PlainValidator(_address)]
+IpAddress = Annotated[str, PlainValidator(_ip)]
 Url = Annotated[str, PlainValidator(_url)]
 Text = Annotated[str, Field(min_length=1)]
 Seconds = Annotated[float, Field(gt=0)]
@@ -86,6 +93,14 @@ class Gateway(Table):
     upstream_timeout_seconds: Seconds = 30
     # mitmproxy's tcp_timeout: a connection silent both ways this long is closed
     client_idle_timeout_seconds: WholeSeconds = 60
+    # an upstream connection idle this long is not reused: below Glance's keep-alive (gunicorn: 2 s)
+    upstream_keepalive_seconds: Seconds = 1
+    # slow clients: a request head must be whole this long after the connection opened, or
+    # after the previous answer ended; and a cap of open connections per client address
+    request_head_seconds: Seconds = 30
+    max_connections_per_client: Annotated[int, Field(ge=1)] = 128
+    # load balancers whose X-Forwarded-For names the client, for that cap only
+    trusted_proxies: Annotated[frozenset[IpAddress], Field(strict=False)] = frozenset()
 
 
 class Keystone(Table):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -173,10 +174,12 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
                  quota_settings: dict | None = None, client_idle_timeout: int | None = None,
-                 default_bytes: int = -1) -> Path:
+                 default_bytes: int = -1, service_user: dict | None = None,
+                 gateway_settings: dict | None = None) -> Path:
     """quota: per-project byte limits, default_bytes everyone else's;
-    quota_settings: any other [quota] key; identity: the [identity] table."""
-    gw = stack.user("gateway")
+    quota_settings: any other [quota] key; gateway_settings: any other [gateway] key;
+    identity: the [identity] table; service_user: the gateway's own Keystone user."""
+    gw = service_user or stack.user("gateway")
     quota = quota or {}
     lines = [
         "[gateway]",
@@ -185,6 +188,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         f'metrics = "127.0.0.1:{metrics_port}"',
         "upstream_timeout_seconds = 10",
         *([f"client_idle_timeout_seconds = {client_idle_timeout}"] if client_idle_timeout else []),
+        *(f"{key} = {toml_value(value)}" for key, value in (gateway_settings or {}).items()),
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
         f'username = "{gw["username"]}"',
@@ -213,6 +217,12 @@ class Gateway:
         self.url, self.proc, self.log, self.config = url, proc, log, config
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
 
+    def probed(self) -> bool:
+        try:
+            return "glance_gate_dependency_up{" in httpx.get(self.metrics_url, timeout=10).text
+        except httpx.TransportError:
+            return False
+
     def log_text(self) -> str:
         return self.log.read_text()
 
@@ -229,23 +239,37 @@ class Gateway:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
-                  mitmdump: bool = False, **config) -> Gateway:
+def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump: bool = False,
+                  fault: str = "", max_fds: int | None = None, **config) -> Gateway:
+    """fault: a step of the decision made to raise (tests/fault_injection.py); runs mitmdump.
+    max_fds: the gateway's limit of open files (RLIMIT_NOFILE)."""
     port, metrics_port = port or free_port(), free_port()
     conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, metrics_port=metrics_port, **config)
     log = tmp / f"gateway-{port}.log"
     bindir = Path(sys.executable).parent
-    env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir")}
-    if mitmdump:
+    env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir"), "GLANCE_GATE_FAULT": fault}
+    if mitmdump or fault:
         upstream = config.get("upstream") or stack.glance
+        scripts = [REPO / "tests" / "fault_injection.py"] * bool(fault) + [REPO / "addons" / "glance_gate.py"]
         cmd = [str(bindir / "mitmdump"), "--mode", f"reverse:{upstream}@127.0.0.1:{port}",
                "--set", f"confdir={tmp / 'confdir'}", "-q",
-               "-s", str(REPO / "addons" / "glance_gate.py"), "--set", f"glance_gate_config={conf}"]
+               *(arg for script in scripts for arg in ("-s", str(script))),
+               "--set", f"glance_gate_config={conf}"]
     else:
         cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    wait_port(port, proc, log)
-    return Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))) if max_fds else None
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                            preexec_fn=limit)
+    gw = Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    try:
+        wait_port(port, proc, log)
+        # Running, past mitmproxy's startup check (which exits on any error logged
+        # before it): the dependency probe has reported once.
+        wait_until(gw.probed, "the gateway never probed its dependencies")
+    except BaseException:
+        stop(proc)  # never left running when it did not start
+        raise
+    return gw
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -32,11 +32,18 @@ class SlowGlance:
             {"status": "active", "size": self.stored, "owner": request.url.params["owner"]}]})
 
 
-def quota(glance: SlowGlance, limit: int = 100, max_listings: int = 2) -> HardQuota:
-    async def token() -> str:
+class ServiceLogin:
+    """The gateway's service identity, with the admin role Glance's listing needs."""
+
+    service_roles = frozenset({"admin"})
+
+    async def service_token(self) -> str:
         return "service-token"
+
+
+def quota(glance: SlowGlance, limit: int = 100, max_listings: int = 2) -> HardQuota:
     conf = Quota(default_bytes=limit, max_listings=max_listings)
-    client = GlanceClient("http://glance", TokenCredentials(token), 5,
+    client = GlanceClient("http://glance", TokenCredentials(ServiceLogin(), frozenset({"admin"})), 5,
                           client=httpx.AsyncClient(transport=httpx.MockTransport(glance)))
     return HardQuota(conf, Limits(conf), client, MemoryLedger(30, 600))
 

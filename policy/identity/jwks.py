@@ -14,7 +14,7 @@ from jwt import PyJWKClient, PyJWKClientConnectionError, PyJWKClientError
 
 from policy.config import IdentityConf
 from policy.decision import Identity
-from policy.identity.keystone import InvalidToken, Unavailable
+from policy.exceptions import InvalidToken, Unavailable
 
 
 def claim(claims: dict, path: str):

@@ -26,4 +26,4 @@ def checker(config: Config, keystone: KeystoneClient) -> Checker:
 def credentials(config: Config, keystone: KeystoneClient) -> Credentials:
     if config.identity.trusted_auth:
         return TrustedCredentials(config.policy.admin_roles)
-    return TokenCredentials(keystone.service_token)
+    return TokenCredentials(keystone, config.policy.admin_roles)

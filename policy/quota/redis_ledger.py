@@ -11,7 +11,7 @@ import redis.asyncio as redis
 from redis.exceptions import RedisError
 
 from policy.config import UNLIMITED
-from policy.identity import Unavailable
+from policy.exceptions import Unavailable
 from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded, Usage
 
 SCRIPT = (Path(__file__).parent / "ledger.lua").read_text()

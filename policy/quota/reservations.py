@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from policy import decision as rules
 from policy.config import UNLIMITED, Quota
 from policy.decision import Decision
+from policy.exceptions import Unavailable
 from policy.glance import GlanceClient
-from policy.identity import Unavailable
 from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded, Usage
 from policy.quota.limits import Limits
+from policy.singleflight import SingleFlight
 
 log = logging.getLogger("glance_gate.quota")
 
@@ -39,7 +40,7 @@ class HardQuota:
     def __init__(self, quota: Quota, limits: Limits, glance: GlanceClient, ledger: Ledger):
         self.quota, self.limits, self.glance, self.ledger = quota, limits, glance, ledger
         self._listings = asyncio.Semaphore(quota.max_listings)
-        self._seeding: dict[str, asyncio.Future] = {}  # project -> its one listing under way
+        self._seeding: SingleFlight[None] = SingleFlight()  # project -> its one listing under way
         self._seen: dict[str, float] = {}  # project -> last decision: the ones to reconcile
 
     async def _listing(self, project: str) -> Usage:
@@ -54,11 +55,7 @@ class HardQuota:
 
     async def _seed(self, project: str) -> None:
         """Concurrent cold decisions for one project share one listing."""
-        if (seeding := self._seeding.get(project)) is None:
-            seeding = self._seeding[project] = asyncio.ensure_future(self._seed_once(project))
-            seeding.add_done_callback(lambda done: self._seeding.pop(project, None)
-                                      if self._seeding.get(project) is done else None)
-        await asyncio.shield(seeding)
+        await self._seeding.run(project, lambda: self._seed_once(project))
 
     async def _seed_once(self, project: str) -> None:
         await self.ledger.seed(project, await self._listing(project), overwrite=False)
@@ -193,7 +190,7 @@ class Hold:
         try:
             grant = await self.quota.ask(self.owner, lambda: ledger.extend(self.owner, self.id, self.step, self.limit))
         except Unavailable as e:
-            grant, self.failure = None, rules.unavailable(e.dependency, e.detail)
+            grant, self.failure = None, rules.unavailable(e.dependency, e.detail, e.reason)
         finally:
             self.extending = False
         if grant is None:
