@@ -19,6 +19,7 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 from addons import metrics, wire
 from addons.audit import AuditTrail
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
+from addons.forwarded import ForwardedHeaders
 from addons.reservation import Reservation
 from addons.trusted_auth import TrustedAuth
 from policy import config as configuration
@@ -38,6 +39,7 @@ SAFE_OPTIONS = {
     "http2": False,  # HTTP/2 bodies without a length reach an HTTP/1 upstream unframed
     "http3": False,
     "connection_strategy": "lazy",  # no upstream connection for a refused request
+    "keep_host_header": True,  # Glance's links name the gateway (addons/forwarded.py)
 }
 
 
@@ -74,7 +76,7 @@ class GlanceGate:
         self.gate: UploadGate | None = None
         self.audit: AuditTrail | None = None
         self.metrics = metrics.Metrics()
-        self.addons = [TrustedAuth(self)]  # runs after this addon's hooks
+        self.addons = [TrustedAuth(self), ForwardedHeaders()]  # run after this addon's hooks
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
