@@ -11,18 +11,21 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http.http1 import expected_http_body_size
 
-from addons import metrics, wire
+from addons import metrics, tls, wire
 from addons.audit import AuditTrail
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from addons.forwarded import ForwardedHeaders
 from addons.reservation import Reservation
+from addons.tls import ListenerTls
 from addons.trusted_auth import TrustedAuth
 from policy import config as configuration
+from policy import http as policy_http
 from policy import decision as rules
 from policy.decision import Decision
 from policy.errors import render, request_id
@@ -74,9 +77,12 @@ class GlanceGate:
     def __init__(self) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
+        self.probes: dict[str, Callable[[], Awaitable[bool]]] = {}
         self.audit: AuditTrail | None = None
         self.metrics = metrics.Metrics()
-        self.addons = [TrustedAuth(self), ForwardedHeaders()]  # run after this addon's hooks
+        self.tls_options: dict = {}
+        self.listener_tls = ListenerTls(self)
+        self.addons = [TrustedAuth(self), ForwardedHeaders(), self.listener_tls]  # run after this addon's hooks
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
@@ -89,26 +95,23 @@ class GlanceGate:
                 raise exceptions.OptionsError("glance_gate_config: set it to the path of config.toml")
             try:
                 self.config = configuration.load(ctx.options.glance_gate_config)
-                self.gate = build_gate(self.config)
+                self.gate, self.probes = build_gate(self.config)
+                self.tls_options = tls.options(self.config, ctx.options.confdir)
             except configuration.ConfigError as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
             self.metrics.serve(self.config)
             if self.audit:
                 self.audit.close()
             self.audit = AuditTrail(self.config.audit.path)
-        wanted = dict(SAFE_OPTIONS)
+        wanted = {**SAFE_OPTIONS, **self.tls_options}
         if self.config:  # mitmproxy's inactivity timeout of a connection, 600 s by default
             wanted["tcp_timeout"] = self.config.gateway.client_idle_timeout_seconds
         if unsafe := {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}:
             ctx.options.update(**unsafe)
+            tls.prune(ctx.options.confdir)
 
     def running(self) -> None:
-        assert self.config and self.gate
-        targets = {"keystone": f"{self.config.keystone.url}/v3",
-                   "glance": f"{self.config.gateway.upstream}/versions"}
-        if self.config.quota.ledger == "redis":
-            targets["redis"] = self.gate.quota.ledger.ping
-        self.metrics.probe(targets)
+        self.metrics.probe(self.probes)
 
     def done(self) -> None:
         self.metrics.done()
@@ -117,6 +120,9 @@ class GlanceGate:
 
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
         exchange, invalid = self._begin(flow)
+        if self.listener_tls.serving and not flow.client_conn.tls_established:
+            self.refuse(flow, exchange, rules.plaintext())
+            return
         if invalid:
             # mitmproxy answers 400 itself and never forwards the request.
             exchange.fail(400, "bad_request", GATEWAY, invalid)
@@ -257,17 +263,24 @@ def _size(value: str | None) -> int | None:
     return int(value) if value and value.isdigit() and int(value) > 0 else None
 
 
-def build_gate(config: configuration.Config) -> UploadGate:
+def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, Callable[[], Awaitable[bool]]]]:
+    """The gate, and the probes of what its decisions need."""
+    gw = config.gateway
     keystone = KeystoneClient(config.keystone)
-    glance = GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
-                          timeout=config.gateway.upstream_timeout_seconds)
-    return UploadGate(
+    glance = GlanceClient(gw.upstream, modes.credentials(config, keystone), timeout=gw.upstream_timeout_seconds,
+                          tls=policy_http.verifying(gw.upstream_ca_file, gw.upstream_client_cert_file,
+                                                    gw.upstream_client_key_file))
+    gate = UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),
                        metrics.token_validated),
         glance,
         hard_quota(config, glance, keystone.service_token),
     )
+    probes = {"keystone": keystone.up, "glance": glance.up}
+    if config.quota.ledger == "redis":
+        probes["redis"] = gate.quota.ledger.ping
+    return gate, probes
 
 
 addons = [GlanceGate()]

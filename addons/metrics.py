@@ -10,7 +10,6 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-import httpx
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 from prometheus_client import Counter, Gauge, Histogram, Info, start_http_server
 
@@ -82,13 +81,6 @@ def finished(exchange: Exchange) -> None:
             upload_size.observe(exchange.transferred)
 
 
-async def _answers(client: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await client.get(url)).status_code < 500
-    except httpx.HTTPError:
-        return False
-
-
 class Metrics:
     """Serves /metrics and probes the dependencies the decisions need."""
 
@@ -108,19 +100,17 @@ class Metrics:
         build_info.info({"version": VERSION, "mitmproxy": MITMPROXY_VERSION})
         log.info("metrics at http://%s:%d/metrics", *address)
 
-    def probe(self, targets: dict[str, str | Callable[[], Awaitable[bool]]]) -> None:
-        """targets: a URL that answers below 500 when up, or a check of one's own."""
+    def probe(self, checks: dict[str, Callable[[], Awaitable[bool]]]) -> None:
+        """checks: each dependency's own, through the client (and TLS) the decisions use."""
         if self._probe:
             self._probe.cancel()
-        self._probe = asyncio.get_running_loop().create_task(self._probe_forever(targets))
+        self._probe = asyncio.get_running_loop().create_task(self._probe_forever(checks))
 
-    async def _probe_forever(self, targets: dict[str, str | Callable[[], Awaitable[bool]]]) -> None:
-        async with httpx.AsyncClient(timeout=PROBE_SECONDS) as client:
-            while True:
-                for name, target in targets.items():
-                    up = await target() if callable(target) else await _answers(client, target)
-                    dependency_up.labels(name).set(1 if up else 0)
-                await asyncio.sleep(PROBE_SECONDS)
+    async def _probe_forever(self, checks: dict[str, Callable[[], Awaitable[bool]]]) -> None:
+        while True:
+            for name, check in checks.items():
+                dependency_up.labels(name).set(1 if await check() else 0)
+            await asyncio.sleep(PROBE_SECONDS)
 
     def done(self) -> None:
         if self._probe:

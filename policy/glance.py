@@ -5,11 +5,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from typing import Protocol
 
+import ssl
+
 import httpx
 
 from policy import http
 from policy.decision import Identity, Image
-from policy.identity.keystone import InvalidToken, Unavailable
+from policy.identity.keystone import PROBE_SECONDS, InvalidToken, Unavailable
 
 # Statuses whose data no longer counts against the owner's quota.
 NOT_STORED = frozenset({"deleted", "killed", "pending_delete"})
@@ -37,21 +39,29 @@ class TokenCredentials:
 
 
 class GlanceClient:
-    def __init__(self, url: str, credentials: Credentials,
-                 timeout: float, client: httpx.AsyncClient | None = None):
+    def __init__(self, url: str, credentials: Credentials, timeout: float,
+                 tls: ssl.SSLContext | None = None, client: httpx.AsyncClient | None = None):
         self.url = url
         self.credentials = credentials
-        self._http = client or http.client(timeout)
+        self._http = client or http.client(timeout, tls)
 
-    async def _get(self, path: str, auth: dict[str, str], params=None) -> httpx.Response:
+    async def _get(self, path: str, auth: dict[str, str], params=None, **kw) -> httpx.Response:
         try:
             response = await self._http.get(self.url + path, params=params,
-                                            headers={**auth, "Accept": "application/json"})
+                                            headers={**auth, "Accept": "application/json"}, **kw)
         except httpx.HTTPError as e:
             raise Unavailable("glance", f"{type(e).__name__}: {e}") from None
         if response.status_code >= 500:
             raise Unavailable("glance", f"answered {response.status_code}")
         return response
+
+    async def up(self) -> bool:
+        """Glance answers, through the same client and TLS as the decisions."""
+        try:
+            await self._get("/versions", {}, timeout=PROBE_SECONDS)
+        except Unavailable:
+            return False
+        return True
 
     async def image(self, image_id: str, token: str, caller: Identity) -> Image | None:
         """The image as the caller sees it, so Glance's visibility rules apply;

@@ -38,6 +38,14 @@ def load_identity_cloud() -> dict:
     return json.loads(path.read_text())
 
 
+def load_tls_cloud() -> dict:
+    """The extras of `CLOUD_TLS=1 scripts/cloud up`: HTTPS Keystone and Glance, the test CA."""
+    path = STATE / "cloud-tls.json"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `CLOUD_TLS=1 scripts/cloud up` (scripts/test does)")
+    return json.loads(path.read_text())
+
+
 def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -172,11 +180,15 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
-                 quota_settings: dict | None = None, client_idle_timeout: int | None = None) -> Path:
+                 quota_settings: dict | None = None, client_idle_timeout: int | None = None,
+                 gateway_settings: dict | None = None, keystone_settings: dict | None = None) -> Path:
     """quota: per-project byte limits; quota_settings: any other [quota] key;
-    identity: the [identity] table."""
+    identity: the [identity] table; gateway_settings, keystone_settings: more
+    keys of those tables, a value None drops the key (e.g. the password)."""
     gw = stack.user("gateway")
     quota = quota or {}
+    account = {"username": gw["username"], "password": gw["password"], "project": gw["project"],
+               **(keystone_settings or {})}
     lines = [
         "[gateway]",
         f'listen = "127.0.0.1:{port}"',
@@ -184,11 +196,10 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         f'metrics = "127.0.0.1:{metrics_port}"',
         "upstream_timeout_seconds = 10",
         *([f"client_idle_timeout_seconds = {client_idle_timeout}"] if client_idle_timeout else []),
+        *(f"{key} = {toml_value(value)}" for key, value in (gateway_settings or {}).items()),
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
-        f'username = "{gw["username"]}"',
-        f'password = "{gw["password"]}"',
-        f'project = "{gw["project"]}"',
+        *(f"{key} = {toml_value(value)}" for key, value in account.items() if value is not None),
         "timeout_seconds = 3",
         f"cache_seconds = {cache_seconds}",
         "[identity]",
@@ -244,7 +255,8 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
         cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
     wait_port(port, proc, log)
-    return Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    scheme = "https" if "tls_cert_file" in (config.get("gateway_settings") or {}) else "http"
+    return Gateway(f"{scheme}://127.0.0.1:{port}", proc, log, conf, metrics_port)
 
 
 def stop(proc: subprocess.Popen) -> None:

@@ -14,6 +14,7 @@ from policy.config import Keystone
 from policy.decision import Identity
 
 _RENEW_MARGIN = 60  # seconds before expiry at which the service token is renewed
+PROBE_SECONDS = 5  # timeout of a health probe
 
 
 class InvalidToken(Exception):
@@ -50,7 +51,8 @@ class KeystoneClient:
 
     def __init__(self, conf: Keystone, client: httpx.AsyncClient | None = None):
         self.conf = conf
-        self._http = client or http.client(conf.timeout_seconds)
+        self.tls = http.verifying(conf.ca_file)
+        self._http = client or http.client(conf.timeout_seconds, self.tls)
         self._service_token: str | None = None
         self._service_expires = 0.0
         self._login = asyncio.Lock()
@@ -64,6 +66,14 @@ class KeystoneClient:
             raise Unavailable("keystone", f"answered {response.status_code}")
         return response
 
+    async def up(self) -> bool:
+        """Keystone answers, through the same client and TLS as the decisions."""
+        try:
+            await self._request("GET", "/v3", timeout=PROBE_SECONDS)
+        except Unavailable:
+            return False
+        return True
+
     async def service_token(self, renew: bool = False) -> str:
         async with self._login:
             if renew or not self._service_token or time.time() > self._service_expires - _RENEW_MARGIN:
@@ -71,17 +81,29 @@ class KeystoneClient:
             assert self._service_token
             return self._service_token
 
-    async def _authenticate(self) -> None:
+    def _auth(self) -> tuple[str, dict]:
+        """Who the gateway logs in as, and the body that does it."""
         c = self.conf
-        body = {"auth": {
+        try:
+            secret = c.secret
+        except OSError as e:  # the secret file was readable at start
+            raise Unavailable("keystone", f"cannot read the service secret: {e.strerror}") from None
+        if c.application_credential_id:  # scoped to its own project
+            return (f"application credential {c.application_credential_id}", {"auth": {"identity": {
+                "methods": ["application_credential"],
+                "application_credential": {"id": c.application_credential_id, "secret": secret}}}})
+        return (repr(c.username), {"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
-                "name": c.username, "password": c.password, "domain": {"name": c.user_domain}}}},
+                "name": c.username, "password": secret, "domain": {"name": c.user_domain}}}},
             "scope": {"project": {"name": c.project, "domain": {"name": c.project_domain}}},
-        }}
+        }})
+
+    async def _authenticate(self) -> None:
+        who, body = self._auth()
         response = await self._request("POST", "/v3/auth/tokens?nocatalog", json=body)
         if response.status_code != 201:
             # The gateway's own credentials are wrong: no decision is possible.
-            raise Unavailable("keystone", f"service login as {c.username!r} failed with {response.status_code}")
+            raise Unavailable("keystone", f"service login as {who} failed with {response.status_code}")
         self._service_token = response.headers["X-Subject-Token"]
         self._service_expires = parse_expiry(response.json()["token"]["expires_at"])
 

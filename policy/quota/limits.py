@@ -18,10 +18,11 @@ RESOURCE = "image_size_total"
 
 class Limits:
     def __init__(self, quota: Quota, keystone_url: str | None = None,
-                 service_token: Callable[[], Awaitable[str]] | None = None, timeout: float = 5):
+                 service_token: Callable[[], Awaitable[str]] | None = None,
+                 client: httpx.AsyncClient | None = None):
         self.quota = quota
         self._keystone, self._service_token = keystone_url, service_token
-        self._http = httpx.AsyncClient(timeout=timeout) if keystone_url else None
+        self._http = client
         self._cache: TTLCache = TTLCache(maxsize=10_000, ttl=quota.limits_cache_seconds)
         self._service_id: str | None = None
 
