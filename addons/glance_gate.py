@@ -107,6 +107,8 @@ class GlanceGate:
         if self.config:  # mitmproxy's inactivity timeout of a connection, 600 s by default
             wanted["tcp_timeout"] = self.config.gateway.client_idle_timeout_seconds
         if unsafe := {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}:
+            if ctx.options.ssl_insecure:
+                log.warning("ssl_insecure=true ignored: Glance's certificate is always verified")
             ctx.options.update(**unsafe)
             tls.prune(ctx.options.confdir)
 
