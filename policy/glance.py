@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+import ssl
 from collections.abc import Awaitable, Callable
 from typing import Protocol
-
-import ssl
 
 import httpx
 
@@ -49,7 +48,7 @@ class GlanceClient:
         try:
             response = await self._http.get(self.url + path, params=params,
                                             headers={**auth, "Accept": "application/json"}, **kw)
-        except httpx.HTTPError as e:
+        except http.ERRORS as e:
             raise Unavailable("glance", f"{type(e).__name__}: {e}") from None
         if response.status_code >= 500:
             raise Unavailable("glance", f"answered {response.status_code}")

@@ -11,6 +11,11 @@ import httpx
 # server is closing that very moment fails, and its upload would get a 503.
 KEEPALIVE_SECONDS = 1
 
+# What a call that could not get an answer raises. httpx does not wrap a TLS
+# alert that arrives after the handshake (TLS 1.3: a server refusing the
+# client's certificate says so on the first read).
+ERRORS = (httpx.HTTPError, ssl.SSLError)
+
 
 def verifying(ca_file: str = "", cert_file: str = "", key_file: str = "") -> ssl.SSLContext:
     """TLS that verifies the server's certificate and name against ca_file, or

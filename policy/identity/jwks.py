@@ -67,6 +67,8 @@ class JwksVerifier:
             return self.keys.get_signing_key(kid).key
         except PyJWKClientConnectionError as e:
             raise Unavailable("jwks", str(e)) from None
+        except ssl.SSLError as e:  # a TLS alert after the handshake, which pyjwt does not wrap
+            raise Unavailable("jwks", f"{type(e).__name__}: {e}") from None
         except PyJWKClientError as e:
             if self.keys.jwk_set_cache is None or self.keys.jwk_set_cache.get() is None:
                 raise Unavailable("jwks", str(e)) from None  # no usable key set at all

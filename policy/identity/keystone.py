@@ -60,7 +60,7 @@ class KeystoneClient:
     async def _request(self, method: str, path: str, **kw) -> httpx.Response:
         try:
             response = await self._http.request(method, self.conf.url + path, **kw)
-        except httpx.HTTPError as e:
+        except http.ERRORS as e:
             raise Unavailable("keystone", f"{type(e).__name__}: {e}") from None
         if response.status_code >= 500:
             raise Unavailable("keystone", f"answered {response.status_code}")

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable
 import httpx
 from cachetools import TTLCache
 
+from policy import http
 from policy.config import UNLIMITED, Quota
 from policy.identity import Unavailable
 
@@ -58,7 +59,7 @@ class Limits:
         try:
             response = await self._http.get(self._keystone + path, params=params,
                                             headers={"X-Auth-Token": await self._service_token()})
-        except httpx.HTTPError as e:
+        except http.ERRORS as e:
             raise Unavailable("keystone", f"{type(e).__name__}: {e}") from None
         if response.status_code != 200:
             raise Unavailable("keystone", f"{path} answered {response.status_code}")
