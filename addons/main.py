@@ -15,6 +15,7 @@ import sys
 from mitmproxy import exceptions, master, options
 from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
 
+from addons import systemd
 from addons.glance_gate import GlanceGate
 from policy import config as configuration
 
@@ -29,7 +30,8 @@ def make_master(config_path: str, config: configuration.Config, gate: GlanceGate
     opts = options.Options(confdir=CONFDIR)
     m = master.Master(opts, with_termlog=True)
     m.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
-                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), tlsconfig.TlsConfig(), gate)
+                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), tlsconfig.TlsConfig(), gate,
+                 systemd.Ready(*gw.listen))
     m.options.update(
         mode=[f"reverse:{gw.upstream}@{gw.listen.host}:{gw.listen.port}"],
         glance_gate_config=config_path,
@@ -43,7 +45,7 @@ async def serve(config_path: str, config: configuration.Config) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, m.shutdown)
-    loop.add_signal_handler(signal.SIGHUP, gate.listener_tls.reload)
+    loop.add_signal_handler(signal.SIGHUP, systemd.reloading, gate.listener_tls.reload)
     await m.run()
 
 
