@@ -25,8 +25,8 @@ from addons.reservation import Reservation
 from addons.tls import ListenerTls
 from addons.trusted_auth import TrustedAuth
 from policy import config as configuration
-from policy import http as policy_http
 from policy import decision as rules
+from policy import http as policy_http
 from policy.decision import Decision
 from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
@@ -97,7 +97,7 @@ class GlanceGate:
                 self.config = configuration.load(ctx.options.glance_gate_config)
                 self.gate, self.probes = build_gate(self.config)
                 self.tls_options = tls.options(self.config, ctx.options.confdir)
-            except configuration.ConfigError as e:
+            except (configuration.ConfigError, OSError) as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
             self.metrics.serve(self.config)
             if self.audit:
