@@ -210,6 +210,24 @@ def test_glances_certificate_is_verified(stack, tls, relays, gateways, cert):
     assert gw.metric("glance_gate_dependency_up", dependency="glance") == 0
 
 
+def test_the_client_cannot_choose_the_name_glance_is_checked_against(stack, tls, relays, gateways):
+    """The client's Host is kept for Glance's links, but Glance's certificate
+    is checked against the upstream's name, never the client's SNI: asking
+    the gateway for `glance.invalid` must not make a certificate for that name
+    pass for Glance at 127.0.0.1."""
+    relay = relays(stack.glance, "wrong-name")
+    gw = gateways(upstream=relay.url, gateway_settings=tls_settings(tls))
+    ctx = ssl.create_default_context(cafile=tls["ca_file"])
+    ctx.check_hostname = False  # the gateway's certificate does not name glance.invalid
+    port = urlsplit(gw.url).port
+    with ctx.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                         server_hostname="glance.invalid") as s:
+        s.sendall(b"GET /versions HTTP/1.1\r\nHost: glance.invalid\r\nConnection: close\r\n\r\n")
+        answer = read_all(s)
+    assert answer.startswith(b"HTTP/1.1 502 "), answer[:200]
+    assert relay.forwarded == 0
+
+
 @pytest.mark.parametrize("cert", ["server", *BAD])
 def test_keystones_certificate_is_verified(stack, tls, relays, gateways, cert):
     relay = relays(stack.keystone, cert)
