@@ -192,8 +192,6 @@ class Keystone(Table):
                 raise _conflict("application_credential_secret_file", "needs application_credential_id")
         if not self.secret:  # a file with nothing in it
             raise _conflict(given[0].removeprefix("keystone.").replace("_id", "_secret_file"), "is empty")
-        if self.ca_file and not self.url.startswith("https:"):
-            raise _conflict("ca_file", "needs an https:// url")
         _loads("ca_file", ca_file=self.ca_file)
         return self
 
@@ -290,6 +288,14 @@ class Config(Table):
     policy: Policy = Policy()
     audit: Audit = Audit()
     quota: Quota
+
+    @model_validator(mode="after")
+    def _keystone_tls(self) -> Config:
+        # It verifies Keystone and the JWKS URL: with neither on https, it would verify nothing.
+        if self.keystone.ca_file and not any(url.startswith("https:")
+                                             for url in (self.keystone.url, self.identity.jwks_url)):
+            raise _conflict("keystone.ca_file", "needs an https:// keystone.url or identity.jwks_url")
+        return self
 
 
 def _message(error: dict) -> str:

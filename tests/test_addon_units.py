@@ -206,11 +206,11 @@ def test_other_requests_stream_through_untouched(tmp_path):
     assert audit(tmp_path) == []
 
 
-async def load(gg: GlanceGate, conf: Path | str, **options) -> dict:
+async def load(gg: GlanceGate, conf: Path | str, confdir: Path, **options) -> dict:
     """Loads the addon as mitmdump does, with --set glance_gate_config=conf
     and the given proxy options; returns the options it leaves."""
     with taddons.context(Proxyserver(), TlsConfig()) as tctx:
-        tctx.options.update(confdir=str(Path(conf).parent if conf else "/nonexistent"), **options)
+        tctx.options.update(confdir=str(confdir), **options)
         tctx.options.update_defer(glance_gate_config=str(conf))  # until the addon declares it
         tctx.master.addons.add(gg)
         # As the master does at start: configure with every option.
@@ -239,8 +239,8 @@ default_bytes = -1
 """)
     gg = GlanceGate()
     with pytest.raises(exceptions.OptionsError, match="glance_gate_config"):
-        asyncio.run(load(gg, ""))  # no config: never a proxy without its policy
-    options = asyncio.run(load(gg, conf, http2=True, connection_strategy="eager", tcp_timeout=600,
+        asyncio.run(load(gg, "", tmp_path))  # no config: never a proxy without its policy
+    options = asyncio.run(load(gg, conf, tmp_path, http2=True, connection_strategy="eager", tcp_timeout=600,
                                tls_version_client_min="TLS1"))
     assert options == {**SAFE_OPTIONS, "tcp_timeout": 42, "ssl_insecure": False,
                        "tls_version_client_min": "TLS1_2", "tls_version_server_min": "TLS1_2"}
@@ -266,7 +266,7 @@ path = "{tmp_path / 'audit.jsonl'}"
 default_bytes = -1
 """)
     gg = GlanceGate()
-    assert asyncio.run(load(gg, conf, ssl_insecure=True))["ssl_insecure"] is False
+    assert asyncio.run(load(gg, conf, tmp_path, ssl_insecure=True))["ssl_insecure"] is False
     gg.done()
 
 
@@ -274,4 +274,4 @@ def test_configure_refuses_a_config_naming_the_key(tmp_path):
     conf = tmp_path / "config.toml"
     conf.write_text('[gateway]\nlisten = "127.0.0.1:1"\nupstream = "http://127.0.0.1:2"\n')
     with pytest.raises(exceptions.OptionsError, match=r"gateway\.metrics"):
-        asyncio.run(load(GlanceGate(), conf))
+        asyncio.run(load(GlanceGate(), conf, tmp_path))

@@ -24,6 +24,7 @@ import pytest
 from tests.stack import read_all, start_gateway, stop, wait_until
 from tests.test_links import assert_links_name
 from tests.tls_relay import TlsRelay
+from tests.tokens import Provider
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}
@@ -239,6 +240,28 @@ def test_keystones_certificate_is_verified(stack, tls, relays, gateways, cert):
     assert r.status_code == 503, r.text
     assert "keystone" in r.json()["message"] and "CERTIFICATE_VERIFY_FAILED" in r.json()["message"]
     assert relay.forwarded == 0 and relay.refused
+
+
+@pytest.mark.parametrize("cert, ca, status", [("server", True, 204), ("other", True, 503), ("server", False, 503)])
+def test_the_jwks_url_is_verified_with_keystones_ca_file(stack, ident, tls, relays, gateways, cert, ca, status):
+    """identity.mode = "jwt": the identity provider's keys, fetched over HTTPS,
+    verified against keystone.ca_file (else the system store)."""
+    provider = Provider()
+    try:
+        relay = relays(provider.url, cert)
+        gw = gateways(upstream=ident["glance_trusted_url"], keystone_settings={"ca_file": tls["ca_file"]} if ca else {},
+                      identity={"mode": "jwt", "trusted_auth": True, "jwks_url": f"{relay.url}/jwks",
+                                "issuer": provider.issuer, "audience": provider.audience})
+        image_id = stack.create_image()
+        r = httpx.put(f"{gw.url}/v2/images/{image_id}/file", content=b"x" * 1024, timeout=30,
+                      headers={"X-Auth-Token": provider.token(stack.user("userA")), **OCTET})
+        assert r.status_code == status, r.text
+        if status == 503:
+            assert "jwks" in r.json()["message"] and "CERTIFICATE_VERIFY_FAILED" in r.json()["message"]
+            assert relay.forwarded == 0
+            stack.assert_untouched(image_id)
+    finally:
+        provider.close()
 
 
 def test_without_a_ca_file_the_system_store_decides(stack, tls, gateways):
