@@ -283,9 +283,18 @@ def test_mutual_tls_to_glance(stack, tls, relays, gateways):
     assert try_upload(stack, with_cert, tls).status_code == 204
     assert httpx.get(f"{with_cert.url}/v2/images", headers={"X-Auth-Token": stack.token("userA")},
                      timeout=30).status_code == 200
+    stop(with_cert.proc)  # its probes would connect meanwhile
+    forwarded = relay.forwarded
     without = gateways(upstream=relay.url, gateway_settings={"upstream_ca_file": tls["ca_file"]})
     assert try_upload(stack, without, tls).status_code == 503
-    assert httpx.get(f"{without.url}/versions", timeout=30).status_code == 502
+    # With TLS 1.3 the refusal of a missing client certificate is an alert after
+    # the handshake: when it comes after mitmproxy has sent the request, mitmproxy
+    # logs a TLS error and answers nothing (the client waits for the idle timeout).
+    try:
+        assert httpx.get(f"{without.url}/versions", timeout=5).status_code == 502
+    except httpx.ReadTimeout:
+        pass
+    assert relay.forwarded == forwarded and len(relay.refused) >= 2  # neither call got through
 
 
 # ------------------------------------------------------------------ reload ----
