@@ -18,15 +18,18 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http.http1 import expected_http_body_size
 
-from addons import metrics, wire
+from addons import metrics, tls, wire
 from addons.audit import AuditTrail
 from addons.client_bounds import ClientBounds
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
+from addons.forwarded import ForwardedHeaders
 from addons.reservation import Reservation
+from addons.tls import ListenerTls
 from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
 from policy import health
 from policy import decision as rules
+from policy import http as policy_http
 from policy.decision import Decision
 from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
@@ -42,6 +45,7 @@ SAFE_OPTIONS = {
     "http2": False,  # HTTP/2 bodies without a length reach an HTTP/1 upstream unframed
     "http3": False,
     "connection_strategy": "lazy",  # no upstream connection for a refused request
+    "keep_host_header": True,  # Glance's links name the gateway (addons/forwarded.py)
 }
 
 
@@ -101,6 +105,9 @@ class GlanceGate:
         self.metrics = metrics.Metrics()
         self._reconciling: asyncio.Task | None = None
         self.trusted = TrustedAuth(self)
+        self.tls_options: dict = {}
+        self.listener_tls = ListenerTls(self)
+        self.addons = [ForwardedHeaders(), self.listener_tls]  # run after this addon's hooks
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
@@ -115,7 +122,8 @@ class GlanceGate:
             try:
                 self.config = configuration.load(ctx.options.glance_gate_config)
                 self.gate, self.probes = build_gate(self.config)
-            except configuration.ConfigError as e:
+                self.tls_options = tls.options(self.config, ctx.options.confdir)
+            except (configuration.ConfigError, OSError) as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
             if self._reconciling:  # a new config while running
                 self._reconcile()
@@ -123,11 +131,14 @@ class GlanceGate:
             if self.audit:
                 self.audit.close()
             self.audit = AuditTrail(self.config.audit.path)
-        wanted = dict(SAFE_OPTIONS)
+        wanted = {**SAFE_OPTIONS, **self.tls_options}
         if self.config:  # mitmproxy's inactivity timeout of a connection, 600 s by default
             wanted["tcp_timeout"] = self.config.gateway.client_idle_timeout_seconds
         if unsafe := {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}:
+            if ctx.options.ssl_insecure:
+                log.warning("ssl_insecure=true ignored: Glance's certificate is always verified")
             ctx.options.update(**unsafe)
+            tls.prune(ctx.options.confdir)
 
     def running(self) -> None:
         self.metrics.probe(self.probes)
@@ -155,6 +166,9 @@ class GlanceGate:
         assert self.config
         wire.drop_stale_upstream(flow, self.config.gateway.upstream_keepalive_seconds)
         exchange, invalid = self._begin(flow)
+        if self.listener_tls.serving and not flow.client_conn.tls_established:
+            self.refuse(flow, exchange, rules.plaintext())
+            return
         if invalid:
             # mitmproxy answers 400 itself and never forwards the request.
             exchange.fail(400, "bad_request", GATEWAY, invalid)
@@ -337,9 +351,12 @@ def _raw(values: list[str]) -> bytes | None:
 
 
 def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, health.Probe]]:
+    """The gate, and the probes of what its decisions need."""
+    gw = config.gateway
     keystone = KeystoneClient(config.keystone)
-    glance = GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
-                          timeout=config.gateway.upstream_timeout_seconds)
+    glance = GlanceClient(gw.upstream, modes.credentials(config, keystone), timeout=gw.upstream_timeout_seconds,
+                          tls=policy_http.verifying(gw.upstream_ca_file, gw.upstream_client_cert_file,
+                                                    gw.upstream_client_key_file))
     quota = hard_quota(config, glance, keystone.service_token)
     gate = UploadGate(
         config,
@@ -351,10 +368,9 @@ def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, heal
     return gate, health.probes(config, keystone, glance, quota.ledger)
 
 
-def make_addons() -> list:
+def make_addons(gate: GlanceGate) -> list:
     """The identity strip runs first, on every request, independent of the gate."""
-    gate = GlanceGate()
     return [StripIdentity(gate), ClientBounds(gate), gate]
 
 
-addons = make_addons()
+addons = make_addons(GlanceGate())

@@ -13,15 +13,16 @@ import signal
 import sys
 
 from mitmproxy import exceptions, master, options
-from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver
+from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
 
-from addons.glance_gate import make_addons
+from addons import systemd
+from addons.glance_gate import GlanceGate, make_addons
 from policy import config as configuration
 
 CONFDIR = os.environ.get("GLANCE_GATE_CONFDIR", "~/.glance-gate")
 
 
-def make_master(config_path: str, config: configuration.Config) -> master.Master:
+def make_master(config_path: str, config: configuration.Config, gate: GlanceGate) -> master.Master:
     gw = config.gateway
     # As mitmdump does: records reach the termlog handler, which filters by verbosity.
     logging.getLogger().setLevel(logging.DEBUG)
@@ -29,7 +30,8 @@ def make_master(config_path: str, config: configuration.Config) -> master.Master
     opts = options.Options(confdir=CONFDIR)
     m = master.Master(opts, with_termlog=True)
     m.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
-                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), *make_addons())
+                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), tlsconfig.TlsConfig(), *make_addons(gate),
+                 systemd.Ready(*gw.listen))
     m.options.update(
         mode=[f"reverse:{gw.upstream}@{gw.listen.host}:{gw.listen.port}"],
         glance_gate_config=config_path,
@@ -38,10 +40,12 @@ def make_master(config_path: str, config: configuration.Config) -> master.Master
 
 
 async def serve(config_path: str, config: configuration.Config) -> None:
-    m = make_master(config_path, config)
+    gate = GlanceGate()
+    m = make_master(config_path, config, gate)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, m.shutdown)
+    loop.add_signal_handler(signal.SIGHUP, systemd.reloading, gate.listener_tls.reload)
     await m.run()
 
 

@@ -23,7 +23,7 @@ import time
 import weakref
 from collections.abc import Callable
 
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, http
 from mitmproxy.connection import Server
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import commands
@@ -36,15 +36,27 @@ from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestEndOfMessage,
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 
 
-def _transports(flow: http.HTTPFlow):
-    handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
+def _handler(client: connection.Client):
+    handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
     return handler, (handler.transports if handler else {})
+
+
+def _transports(flow: http.HTTPFlow):
+    return _handler(flow.client_conn)
 
 
 def _transport(flow: http.HTTPFlow, conn) -> asyncio.Transport | None:
     _, transports = _transports(flow)
     io = transports.get(conn)
     return io.writer.transport if io and io.writer else None
+
+
+def reset(client: connection.Client) -> None:
+    """Drop a client connection at once. mitmproxy's own close of a failed
+    TLS start leaves the client waiting for the server's handshake."""
+    _, transports = _handler(client)
+    if (io := transports.get(client)) and io.writer:
+        io.writer.transport.abort()
 
 
 def hold_client(flow: http.HTTPFlow) -> None:

@@ -165,3 +165,8 @@ def check_import_body(content_length: int | None) -> Decision | None:
 def unknown_size_import(method: str) -> Decision:
     return Decision(413, "quota",
                     f"Import method {method!r} brings data of unknown size; this gateway's quota refuses it.")
+
+
+def plaintext() -> Decision:
+    """Plain HTTP on a port that serves HTTPS (gateway.tls_cert_file)."""
+    return Decision(400, "bad_request", "This port serves HTTPS only.")

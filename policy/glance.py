@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ssl
 from typing import TYPE_CHECKING, Protocol
 
 import httpx
@@ -50,11 +51,11 @@ class TokenCredentials:
 
 
 class GlanceClient:
-    def __init__(self, url: str, credentials: Credentials,
-                 timeout: float, client: httpx.AsyncClient | None = None):
+    def __init__(self, url: str, credentials: Credentials, timeout: float,
+                 tls: ssl.SSLContext | None = None, client: httpx.AsyncClient | None = None):
         self.url = url
         self.credentials = credentials
-        self._http = client or http.client(timeout)
+        self._http = client or http.client(timeout, tls)
 
     async def _get(self, path: str, auth: dict[str, str], params=None) -> httpx.Response:
         return await http.call(self._http, "glance", "GET", self.url + path, params=params,

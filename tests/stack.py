@@ -39,6 +39,14 @@ def load_identity_cloud() -> dict:
     return json.loads(path.read_text())
 
 
+def load_tls_cloud() -> dict:
+    """The extras of `CLOUD_TLS=1 scripts/cloud up`: HTTPS Keystone and Glance, the test CA."""
+    path = STATE / "cloud-tls.json"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `CLOUD_TLS=1 scripts/cloud up` (scripts/test does)")
+    return json.loads(path.read_text())
+
+
 def toml_value(value) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
@@ -175,12 +183,16 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
                  cache_seconds: int = 300, identity: dict | None = None,
                  quota_settings: dict | None = None, client_idle_timeout: int | None = None,
                  default_bytes: int = -1, service_user: dict | None = None,
-                 gateway_settings: dict | None = None) -> Path:
+                 gateway_settings: dict | None = None, keystone_settings: dict | None = None) -> Path:
     """quota: per-project byte limits, default_bytes everyone else's;
-    quota_settings: any other [quota] key; gateway_settings: any other [gateway] key;
-    identity: the [identity] table; service_user: the gateway's own Keystone user."""
+    quota_settings: any other [quota] key; identity: the [identity] table;
+    service_user: the gateway's own Keystone user; gateway_settings,
+    keystone_settings: more keys of those tables, a value None drops the key
+    (e.g. the password)."""
     gw = service_user or stack.user("gateway")
     quota = quota or {}
+    account = {"username": gw["username"], "password": gw["password"], "project": gw["project"],
+               **(keystone_settings or {})}
     lines = [
         "[gateway]",
         f'listen = "127.0.0.1:{port}"',
@@ -191,9 +203,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         *(f"{key} = {toml_value(value)}" for key, value in (gateway_settings or {}).items()),
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
-        f'username = "{gw["username"]}"',
-        f'password = "{gw["password"]}"',
-        f'project = "{gw["project"]}"',
+        *(f"{key} = {toml_value(value)}" for key, value in account.items() if value is not None),
         "timeout_seconds = 3",
         f"cache_seconds = {cache_seconds}",
         "[identity]",
@@ -260,7 +270,8 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump:
     limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))) if max_fds else None
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO,
                             preexec_fn=limit)
-    gw = Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    scheme = "https" if "tls_cert_file" in (config.get("gateway_settings") or {}) else "http"
+    gw = Gateway(f"{scheme}://127.0.0.1:{port}", proc, log, conf, metrics_port)
     try:
         wait_port(port, proc, log)
         # Running, past mitmproxy's startup check (which exits on any error logged

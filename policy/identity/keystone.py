@@ -39,7 +39,8 @@ class KeystoneClient:
 
     def __init__(self, conf: Keystone, client: httpx.AsyncClient | None = None):
         self.conf = conf
-        self._http = client or http.client(conf.timeout_seconds)
+        self.tls = http.verifying(conf.ca_file)
+        self._http = client or http.client(conf.timeout_seconds, self.tls)
         self._service_token: str | None = None
         self._service_expires = 0.0
         self._login = asyncio.Lock()
@@ -55,13 +56,25 @@ class KeystoneClient:
             assert self._service_token
             return self._service_token
 
-    async def _authenticate(self) -> None:
+    def _auth(self) -> tuple[str, dict]:
+        """Who the gateway logs in as, and the body that does it."""
         c = self.conf
-        body = {"auth": {
+        try:
+            secret = c.secret
+        except OSError as e:  # the secret file was readable at start
+            raise Unavailable("keystone", f"cannot read the service secret: {e.strerror}") from None
+        if c.application_credential_id:  # scoped to its own project
+            return (f"application credential {c.application_credential_id}", {"auth": {"identity": {
+                "methods": ["application_credential"],
+                "application_credential": {"id": c.application_credential_id, "secret": secret}}}})
+        return (repr(c.username), {"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
-                "name": c.username, "password": c.password, "domain": {"name": c.user_domain}}}},
+                "name": c.username, "password": secret, "domain": {"name": c.user_domain}}}},
             "scope": {"project": {"name": c.project, "domain": {"name": c.project_domain}}},
-        }}
+        }})
+
+    async def _authenticate(self) -> None:
+        who, body = self._auth()
         response = await self._request("POST", "/v3/auth/tokens?nocatalog", json=body)
         if response.status_code != 201:
             # The gateway's own credentials are wrong: no decision is possible.

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+from policy import http
 from policy.config import Config
 from policy.glance import GlanceClient
 from policy.quota.ledger import Ledger, MemoryLedger
@@ -15,7 +16,8 @@ from policy.quota.reservations import KEEP_COMMITS_SECONDS, HardQuota
 
 def hard_quota(config: Config, glance: GlanceClient, service_token: Callable[[], Awaitable[str]]) -> HardQuota:
     q = config.quota
-    limits = (Limits(q, config.keystone.url, service_token, config.keystone.timeout_seconds)
+    limits = (Limits(q, config.keystone.url, service_token,
+                     http.client(config.keystone.timeout_seconds, http.verifying(config.keystone.ca_file)))
               if q.keystone_limits else Limits(q))
     keep = KEEP_COMMITS_SECONDS
     ledger: Ledger = (RedisLedger(q.redis_url, q.redis_timeout_seconds, q.lease_seconds, keep)

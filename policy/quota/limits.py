@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 
+import httpx
 from cachetools import TTLCache
 
 from policy import http
-
 from policy.config import UNLIMITED, Quota
 from policy.exceptions import Unavailable
 
@@ -19,10 +19,11 @@ RESOURCE = "image_size_total"
 
 class Limits:
     def __init__(self, quota: Quota, keystone_url: str | None = None,
-                 service_token: Callable[[], Awaitable[str]] | None = None, timeout: float = 5):
+                 service_token: Callable[[], Awaitable[str]] | None = None,
+                 client: httpx.AsyncClient | None = None):
         self.quota = quota
         self._keystone, self._service_token = keystone_url, service_token
-        self._http = http.client(timeout) if keystone_url else None
+        self._http = client
         self._cache: TTLCache = TTLCache(maxsize=10_000, ttl=quota.limits_cache_seconds)
         self._service_id: str | None = None
 
