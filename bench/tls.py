@@ -69,7 +69,6 @@ def main() -> None:
     parser.add_argument("--note", default="", help="recorded with the figures, e.g. how busy the machine was")
     args = parser.parse_args()
     stack, tls = Stack(load_cloud()), load_tls_cloud()
-    size = args.size_mib * MiB
     tmp = Path(tempfile.mkdtemp(prefix="glance-gate-bench-tls-"))
     data = tmp / "image.raw"
     with data.open("wb") as f:

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.relay import Relay
-from tests.stack import Gateway, Stack, connect, read_all, start_gateway, stop
+from tests.stack import Gateway, Stack, connect, start_gateway, stop
 
 MiB = 1024 * 1024
 OCTET = "application/octet-stream"

@@ -77,5 +77,6 @@ def test_application_credential(stack, gateways, app_credential, tmp_path):
     r = httpx.put(f"{refused.url}/v2/images/{image_id}/file", content=b"x" * 10, timeout=30,
                   headers={"X-Auth-Token": stack.token("userA"), "Content-Type": "application/octet-stream"})
     assert r.status_code == 503
-    assert f"application credential {app_credential['id']} failed with 401" in r.json()["message"]
+    assert (f"the service login as application credential {app_credential['id']} answered 401; "
+            "check [keystone] application_credential_id") in r.json()["message"]
     stack.assert_untouched(image_id)

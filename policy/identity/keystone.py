@@ -78,9 +78,10 @@ class KeystoneClient:
         response = await self._request("POST", "/v3/auth/tokens?nocatalog", json=body)
         if response.status_code != 201:
             # The gateway's own credentials are wrong: no decision is possible.
-            raise http.refused("keystone", f"the service login as {c.username!r}", response,
-                               "check [keystone] username, password, project, user_domain and project_domain",
-                               "keystone.url")
+            fix = ("check [keystone] application_credential_id and application_credential_secret_file"
+                   if self.conf.application_credential_id else
+                   "check [keystone] username, password, project, user_domain and project_domain")
+            raise http.refused("keystone", f"the service login as {who}", response, fix, "keystone.url")
         self._service_token = response.headers["X-Subject-Token"]
         token = response.json()["token"]
         self._service_expires = parse_expiry(token["expires_at"])

@@ -12,7 +12,7 @@ from redis.exceptions import RedisError
 
 from policy.config import UNLIMITED
 from policy.exceptions import Unavailable
-from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded, Usage
+from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded
 
 SCRIPT = (Path(__file__).parent / "ledger.lua").read_text()
 LEASE_RAN_OUT, UNSEEDED = -1, -2
