@@ -138,6 +138,20 @@ class Stack:
                 "OS_PROJECT_NAME": u["project"], "OS_USER_DOMAIN_NAME": "Default",
                 "OS_PROJECT_DOMAIN_NAME": "Default", "OS_INTERFACE": "public"}
 
+    def glance_took_up(self, image_id: str, uploads: int) -> None:
+        """Until Glance has answered `uploads` PUTs of the image's data. A cut upload
+        may still sit in Glance's socket buffers, not yet begun, when the client
+        gets its 413: until Glance takes it up and hits the dropped connection, a
+        retry would find the image `saving`."""
+        log, deadline = self.cloud["logs"]["glance"], time.monotonic() + 30
+        pattern = f'"PUT /v2/images/{image_id}/'
+        while time.monotonic() < deadline:
+            with open(log, errors="replace") as f:
+                if sum(pattern in line for line in f) >= uploads:
+                    return
+            time.sleep(0.1)
+        raise AssertionError(f"Glance never answered {uploads} upload(s) of {image_id}")
+
     def assert_untouched(self, image_id: str, cut: bool = False) -> None:
         """The refused upload left no trace at Glance: still queued, no data.
         cut: the upload was cut mid-stream, so Glance had begun (`saving`) and

@@ -60,21 +60,6 @@ def glance_usage(stack: Stack, project: str) -> int:
                for i in r.json()["images"] if i["status"] not in ("deleted", "killed", "pending_delete"))
 
 
-def glance_took_up(stack: Stack, image_id: str, uploads: int) -> None:
-    """Until Glance has answered `uploads` PUTs of the image's data. A cut upload
-    may still sit in Glance's socket buffers, not yet begun, when the client
-    gets its 413: until Glance takes it up and hits the dropped connection, a
-    retry would find the image `saving`."""
-    log, deadline = stack.cloud["logs"]["glance"], time.monotonic() + 30
-    pattern = f'"PUT /v2/images/{image_id}/'
-    while time.monotonic() < deadline:
-        with open(log, errors="replace") as f:
-            if sum(pattern in line for line in f) >= uploads:
-                return
-        time.sleep(0.1)
-    raise AssertionError(f"Glance never answered {uploads} upload(s) of {image_id}")
-
-
 def gateway(tmp, stack, project, limit, ledger=None, **settings):
     quota_settings = {"chunk_bytes": MiB, "lease_seconds": LEASE, **settings}
     if ledger:
@@ -166,7 +151,7 @@ def test_chunked_upload_grows_its_reservation_then_is_cut_at_the_limit(stack, pr
         assert put(client, first, token, chunks(3 * MiB)).status_code == 204
         image_id = stack.create_image(user="userQ")
         assert_refusal(put(client, image_id, token, chunks(6 * MiB)), 413, "quota")
-        glance_took_up(stack, image_id, 1)
+        stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
         assert put(client, image_id, token, chunks(2 * MiB)).status_code == 204
         assert glance_usage(stack, projQ) == 5 * MiB
@@ -187,7 +172,7 @@ def test_declared_image_size_of_a_chunked_upload_is_reserved_whole(stack, projQ,
         # Declared 1 MiB, sends 2: cut where it passes what it declared.
         r = put(client, image_id, token, chunks(2 * MiB), headers={"x-openstack-image-size": str(MiB)})
         assert_refusal(r, 413, "quota")
-        glance_took_up(stack, image_id, 1)
+        stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
     finally:
         stop(gw.proc)
@@ -385,7 +370,7 @@ def test_kill_9_mid_upload_the_reservation_expires_with_its_lease(stack, projQ, 
         assert r.status_code == 204, r.text
         slow.go.set()
         thread.join(60)
-        glance_took_up(stack, image_id, 1)
+        stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
         assert glance_usage(stack, projQ) == 2 * MiB
     finally:

@@ -157,6 +157,7 @@ def test_413_chunked_upload_cut_when_it_crosses_the_quota(stack, gw_http):
     r = put(gw_http, image_id, stack.token("userB"), chunks)
     assert_refusal(r, 413, "quota")
     # Glance learns of the dropped connection asynchronously.
+    stack.glance_took_up(image_id, 1)
     stack.assert_untouched(image_id, cut=True)
     # ... and a retry that fits succeeds.
     assert put(gw_http, image_id, stack.token("userB"), iter([b"y" * MiB])).status_code == 204
