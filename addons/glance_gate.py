@@ -69,11 +69,13 @@ class UploadStream:
 
 
 class GlanceGate:
-    def __init__(self) -> None:
+    def __init__(self, metrics_: metrics.Metrics | None = None) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
         self.audit: AuditTrail | None = None
-        self.metrics = metrics.Metrics()
+        self.metrics = metrics_ or metrics.Metrics()
+        self.in_flight = 0  # requests begun and not finished: what a drain waits for
+        self.draining = False  # answers then close their connection, so clients move on
         self.addons = [TrustedAuth(self)]  # runs after this addon's hooks
 
     def load(self, loader) -> None:
@@ -107,6 +109,9 @@ class GlanceGate:
         if self.config.quota.ledger == "redis":
             targets["redis"] = self.gate.quota.ledger.ping
         self.metrics.probe(targets)
+
+    def server_connected(self, data) -> None:
+        wire.bulk_reads(data)
 
     def done(self) -> None:
         self.metrics.done()
@@ -186,6 +191,7 @@ class GlanceGate:
             declared=size if size is not None and size >= 0 else None,
         )
         flow.metadata["glance_gate"] = exchange
+        self.in_flight += 1
         return exchange, invalid
 
     async def _decide(self, flow: http.HTTPFlow, exchange: Exchange) -> Verdict:
@@ -203,6 +209,8 @@ class GlanceGate:
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
         flow.response.stream = True
+        if self.draining:
+            flow.response.headers["connection"] = "close"
 
     def response(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
@@ -239,6 +247,7 @@ class GlanceGate:
 
     def finish(self, exchange: Exchange) -> None:
         """Called exactly once per request, with its final status."""
+        self.in_flight -= 1
         if exchange.reservation:
             exchange.reservation.settle()
         metrics.finished(exchange)

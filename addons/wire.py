@@ -15,9 +15,11 @@ cut tests of test_upload_spec.py and test_hostile.py).
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Callable
 
 from mitmproxy import ctx, http
+from mitmproxy.proxy import mode_servers, server_hooks
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers.http import _http1
@@ -25,11 +27,19 @@ from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import ErrorCode
 
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
+# Reads of an upstream connection: Glance's answers (downloads) are never
+# inspected, and mitmproxy's 64 KiB reads cap a download near 250 MB/s.
+# Client reads stay at 64 KiB: an upload's quota steps must outrun one read.
+BULK_READ = 1024 * 1024
+
+
+def _transports_of(client_id: str):
+    handler = ctx.master.addons.get("proxyserver").connections.get(client_id)
+    return handler, (handler.transports if handler else {})
 
 
 def _transports(flow: http.HTTPFlow):
-    handler = ctx.master.addons.get("proxyserver").connections.get(flow.client_conn.id)
-    return handler, (handler.transports if handler else {})
+    return _transports_of(flow.client_conn.id)
 
 
 def _transport(flow: http.HTTPFlow, conn) -> asyncio.Transport | None:
@@ -111,3 +121,41 @@ def refuse_request_trailers(answer: Callable[[], bytes]) -> None:
 
     read_body_refusing_trailers.refuses_trailers = True
     server.read_body = read_body_refusing_trailers
+
+
+def listen_on(sock: socket.socket, backlog: int) -> None:
+    """Serve mitmproxy's TCP proxy modes on an already bound and listening
+    socket (a worker's, inherited from the supervisor) instead of binding one.
+
+    mitmproxy binds with `asyncio.start_server(handler, host, port)`; this
+    hands asyncio the socket instead. Closing the server later closes only this
+    process's descriptor: connections keep queuing for the next worker."""
+    listen = mode_servers.AsyncioServerInstance.listen
+
+    async def listen_inherited(self, host, port):
+        if self.mode.transport_protocol != "tcp":
+            return await listen(self, host, port)
+        return [await asyncio.start_server(self.handle_stream, sock=sock, backlog=backlog)]
+
+    mode_servers.AsyncioServerInstance.listen = listen_inherited
+
+
+def stop_accepting() -> None:
+    """Close the listening sockets; established connections are served on."""
+    for instance in ctx.master.addons.get("proxyserver").servers:
+        if isinstance(instance, mode_servers.AsyncioServerInstance):
+            for server in instance._servers:
+                server.close()
+
+
+def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
+    """Read an upstream connection in BULK_READ pieces (from `server_connected`)."""
+    _, transports = _transports_of(data.client.id)
+    io = transports.get(data.server)
+    if not io or not isinstance(io.reader, asyncio.StreamReader) or not io.writer:
+        return
+    reader = io.reader
+    read = reader.read
+    reader.read = lambda n=-1: read(BULK_READ)  # mitmproxy's loop asks for 65535
+    reader._limit = BULK_READ  # the buffer pauses the socket at twice this
+    io.writer.transport.max_size = BULK_READ  # bytes per recv()

@@ -5,6 +5,7 @@ full path (`quota.ledger_dwn: unknown key`)."""
 
 from __future__ import annotations
 
+import os
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
@@ -79,6 +80,14 @@ def _missing(key: str) -> PydanticCustomError:
     return PydanticCustomError("missing", "required", {"key": key})
 
 
+def _workers(value: object) -> int:
+    if value == "auto":
+        return len(os.sched_getaffinity(0))  # one per core this process may run on
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'must be a whole number >= 1, or "auto", got {value!r}')
+    return value
+
+
 class Gateway(Table):
     listen: HostPort
     upstream: Annotated[str, PlainValidator(_service_root)]
@@ -86,6 +95,8 @@ class Gateway(Table):
     upstream_timeout_seconds: Seconds = 30
     # mitmproxy's tcp_timeout: a connection silent both ways this long is closed
     client_idle_timeout_seconds: WholeSeconds = 60
+    workers: Annotated[int, PlainValidator(_workers)] = 1  # processes serving `listen`
+    drain_seconds: Seconds = 30  # on SIGTERM or reload, how long in-flight requests may finish
 
 
 class Keystone(Table):
@@ -186,6 +197,15 @@ class Config(Table):
     audit: Audit = Audit()
     quota: Quota
 
+    @model_validator(mode="after")
+    def _shared_ledger(self) -> Config:
+        if self.gateway.workers > 1 and self.quota.ledger == "memory":
+            # N memory ledgers would each grant the whole quota.
+            raise PydanticCustomError(
+                "conflict", 'needs a shared ledger: set quota.ledger = "redis" (quota.ledger = "memory" '
+                "is one process's), or workers = 1", {"key": "gateway.workers"})
+        return self
+
 
 def _message(error: dict) -> str:
     loc = [*map(str, error["loc"]), *([error["ctx"]["key"]] if "key" in error.get("ctx", {}) else [])]
@@ -215,9 +235,14 @@ def parse(data: dict) -> Config:
 def load(path: str | Path) -> Config:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            text = f.read()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
+    return parse(parse_toml(text, path))
+
+
+def parse_toml(text: bytes, path: str | Path) -> dict:
+    try:
+        return tomllib.loads(text.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    return parse(data)
