@@ -148,17 +148,18 @@ class Metrics:
 
 class WorkerProcesses:
     """The process metrics of the supervisor and its workers, summed: the
-    multiprocess collector has none. `totals()` gives the live pids, and the
-    CPU seconds of workers already reaped, so the counter never goes back."""
+    multiprocess collector has none. `totals()` gives the live pids, the CPU
+    seconds of workers already reaped (so the counter never goes back), and
+    the number of workers listening."""
 
     SUMMED = ("process_cpu_seconds_total", "process_resident_memory_bytes",
               "process_virtual_memory_bytes", "process_open_fds")
 
-    def __init__(self, totals: Callable[[], tuple[list[int], float]], restarts: Callable[[], int]):
+    def __init__(self, totals: Callable[[], tuple[list[int], float, int]], restarts: Callable[[], int]):
         self.totals, self.restarts = totals, restarts
 
     def collect(self):
-        pids, cpu_of_dead = self.totals()
+        pids, cpu_of_dead, serving = self.totals()
         sums = dict.fromkeys(self.SUMMED, 0.0)
         sums["process_cpu_seconds_total"] = cpu_of_dead
         start = None
@@ -177,7 +178,7 @@ class WorkerProcesses:
             yield GaugeMetricFamily(name, f"{what} of the supervisor and its workers.", value=sums[name])
         if start is not None:
             yield GaugeMetricFamily("process_start_time_seconds", "Start of the supervisor.", value=start)
-        yield GaugeMetricFamily("glance_gate_workers", "Worker processes running now.", value=len(pids) - 1)
+        yield GaugeMetricFamily("glance_gate_workers", "Worker processes listening now.", value=serving)
         yield CounterMetricFamily("glance_gate_worker_restarts", "Workers restarted after dying.",
                                   value=self.restarts())
 

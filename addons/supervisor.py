@@ -113,15 +113,16 @@ class Supervisor:
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
+        gw = self.config.gateway
         try:
             self._bind()
         except OSError as e:
-            gw = self.config.gateway
-            print(f"glance-gate: cannot listen on {gw.listen.host}:{gw.listen.port}: {e.strerror}", file=sys.stderr)
-            shutil.rmtree(self.state, ignore_errors=True)
-            return 2
-        metrics.serve_workers(self.config, self.metrics_dir,
-                              metrics.WorkerProcesses(self.process_totals, lambda: self.restarts))
+            return self._cannot(f"listen on {gw.listen.host}:{gw.listen.port}", e)
+        try:
+            metrics.serve_workers(self.config, self.metrics_dir,
+                                  metrics.WorkerProcesses(self.process_totals, lambda: self.restarts))
+        except OSError as e:
+            return self._cannot(f"serve metrics on {gw.metrics.host}:{gw.metrics.port}", e)
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self.reload)
@@ -134,6 +135,11 @@ class Supervisor:
             self.stop()
         await self._done.wait()
         return self.exit_code
+
+    def _cannot(self, what: str, e: OSError) -> int:
+        print(f"glance-gate: cannot {what}: {e.strerror}", file=sys.stderr)
+        shutil.rmtree(self.state, ignore_errors=True)
+        return 2
 
     def stop(self) -> None:
         """Drain: every worker stops accepting, finishes what is in flight (up to
@@ -238,10 +244,12 @@ class Supervisor:
                 _signal(old, signal.SIGTERM)
         log.info("reloaded: config generation %d", self.generation)
 
-    def process_totals(self) -> tuple[list[int], float]:
-        """Live pids (the supervisor's first), and CPU seconds of workers gone."""
+    def process_totals(self) -> tuple[list[int], float, int]:
+        """Live pids (the supervisor's first), CPU seconds of workers gone, and
+        how many workers serve (listen) now."""
         live = [w.proc.pid for w in [*self.workers.values(), *self.draining.values()]]
-        return [os.getpid(), *live], self.cpu_of_dead
+        serving = sum(w.ready and w.proc.returncode is None for w in self.workers.values())
+        return [os.getpid(), *live], self.cpu_of_dead, serving
 
 
 def _signal(worker: Worker, sig: int) -> None:

@@ -172,9 +172,10 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
-                 quota_settings: dict | None = None, client_idle_timeout: int | None = None) -> Path:
+                 quota_settings: dict | None = None, client_idle_timeout: int | None = None,
+                 gateway_settings: dict | None = None) -> Path:
     """quota: per-project byte limits; quota_settings: any other [quota] key;
-    identity: the [identity] table."""
+    gateway_settings: any other [gateway] key; identity: the [identity] table."""
     gw = stack.user("gateway")
     quota = quota or {}
     lines = [
@@ -184,6 +185,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         f'metrics = "127.0.0.1:{metrics_port}"',
         "upstream_timeout_seconds = 10",
         *([f"client_idle_timeout_seconds = {client_idle_timeout}"] if client_idle_timeout else []),
+        *(f"{key} = {toml_value(value)}" for key, value in (gateway_settings or {}).items()),
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
         f'username = "{gw["username"]}"',
@@ -222,6 +224,13 @@ class Gateway:
                    for sample in family.samples
                    if sample.name == name and labels.items() <= sample.labels.items())
 
+    def worker_pids(self) -> list[int]:
+        """The supervisor's worker processes now."""
+        try:
+            return [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
+        except FileNotFoundError:
+            return []
+
     def audit(self) -> list[dict]:
         """The audit trail's records so far."""
         path = self.config.with_suffix(".audit.jsonl")
@@ -244,7 +253,29 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
         cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
     proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
     wait_port(port, proc, log)
-    return Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    gw = Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    if not mitmdump:  # the supervisor listens at once; its workers take a second
+        workers = (config.get("gateway_settings") or {}).get("workers", 1)
+        wait_serving(gw, workers)
+    return gw
+
+
+def wait_serving(gw: Gateway, workers: int, timeout: float = 60) -> None:
+    """Until `workers` workers of the supervisor listen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if gw.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {gw.proc.returncode}:\n{gw.log_text()}")
+        try:
+            if gw.metric("glance_gate_workers") == workers:
+                return
+        except httpx.HTTPError:
+            pass
+        except ValueError as e:  # not our metrics: say whose
+            raise RuntimeError(f"{gw.metrics_url} is not the gateway's: {httpx.get(gw.metrics_url).text[:500]}") from e
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers not serving after {timeout} s:\n{gw.log_text()}")
+        time.sleep(0.1)
 
 
 def stop(proc: subprocess.Popen) -> None:
