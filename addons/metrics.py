@@ -11,6 +11,7 @@ supervisor serves their sum, with the CPU and memory of all its processes."""
 from __future__ import annotations
 
 import asyncio
+import glob
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -183,10 +184,32 @@ class WorkerProcesses:
                                   value=self.restarts())
 
 
+class WorkerSamples(multiprocess.MultiProcessCollector):
+    """Every worker's samples, summed. prometheus_client fails the whole scrape on
+    a file a starting worker has created but not yet sized, and on the live
+    gauges of a dead worker removed under it: skip the first, retry the second."""
+
+    def collect(self):
+        for _ in range(3):
+            files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _size(f) >= 8]
+            try:
+                return self.merge(files, accumulate=True)
+            except FileNotFoundError:
+                continue
+        return []
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
 def serve_workers(config: Config, directory: Path, processes: WorkerProcesses) -> None:
     """The supervisor's /metrics: every worker's samples, summed, plus `processes`."""
     registry = CollectorRegistry()
-    multiprocess.MultiProcessCollector(registry, path=str(directory))
+    WorkerSamples(registry, path=str(directory))
     registry.register(processes)
     start_http_server(config.gateway.metrics.port, addr=config.gateway.metrics.host, registry=registry)
 
