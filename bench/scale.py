@@ -1,6 +1,6 @@
 """How far one gateway carries a cloud's traffic: workers = 1 and 2, side by side.
 
-    .venv/bin/python bench/scale.py [--seconds 10] [--size-mib 1024] [--runs 1]
+    .venv/bin/python bench/scale.py [--seconds 10] [--size-mib 1024] [--runs 1] [--baseline CHECKOUT]
 
 Starts its own Debian nginx (scripts/deps: nginx-core, wrk) on free loopback
 ports as the fastest possible upstream: a small JSON answer (`/small`), a
@@ -14,7 +14,8 @@ workers = 2 (each started here, Redis ledger, quota unlimited):
 - the gateway's CPU seconds (supervisor + workers) per GiB moved, each way;
 
 and small requests to the cloud-in-a-box's real Glance (`GET /versions`),
-direct and through each gateway. Every `--runs` round measures every path in
+direct and through each gateway. `--baseline /work/main` adds a row for the
+`glance-gate` of another checkout (its own .venv), e.g. before a change. Every `--runs` round measures every path in
 turn, so ratios are side by side. Clients are wrk and curl, many times faster
 than what they drive (see nginx direct). Prints a table, saves JSON to
 bench/results/scale-<time>.json. Figures only: nothing is asserted.
@@ -40,7 +41,8 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.upload import cpu_seconds, machine  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
-from tests.stack import Stack, free_port, load_cloud, start_gateway, stop, wait_port  # noqa: E402
+from tests.stack import (Gateway, Stack, free_port, load_cloud, start_gateway, stop, wait_port,  # noqa: E402
+                         write_config)
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB
@@ -131,6 +133,20 @@ def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int) -
     return row
 
 
+def start_baseline(tmp: Path, stack: Stack, checkout: Path, upstream: str) -> Gateway:
+    """Another checkout's glance-gate, on the same kind of config."""
+    port, metrics_port = free_port(), free_port()
+    conf = write_config(tmp / f"baseline-{port}.toml", stack, port=port, metrics_port=metrics_port,
+                        upstream=upstream)
+    log = tmp / f"baseline-{port}.log"
+    proc = subprocess.Popen([str(checkout / ".venv" / "bin" / "glance-gate"), "--config", str(conf)],
+                            stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=checkout,
+                            env={**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir")})
+    wait_port(port, proc, log)
+    time.sleep(2)  # its workers, if it has any
+    return Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
+
+
 def gateway_pids(gw) -> list[int]:
     return [gw.proc.pid, *gw.worker_pids()]
 
@@ -146,12 +162,13 @@ def table(result: dict) -> str:
              f"load {result['loadavg_at_start'][0]:.2f} at start, median of {result['runs']} run(s)",
              "", f"{'path':<22}{'small req/s':>12}{'download MB/s':>15}{'upload MB/s':>13}"
              f"{'CPU s/GiB down':>16}{'CPU s/GiB up':>14}"]
-    for path in ("nginx", "workers=1", "workers=2"):
+    for path in [p for p in ("nginx", "baseline", "workers=1", "workers=2") if p in rows]:
         r = rows[path]
         lines.append(f"{path:<22}{r['req_s']:>12,.0f}{r['download_mb_s']:>15,.0f}{r['upload_mb_s']:>13,.0f}"
                      f"{r.get('download_cpu_s_per_gib', ''):>16}{r.get('upload_cpu_s_per_gib', ''):>14}")
     lines.append("")
-    for path in ("glance direct", "glance via workers=1", "glance via workers=2"):
+    for path in [p for p in ("glance direct", "glance via baseline", "glance via workers=1",
+                              "glance via workers=2") if p in rows]:
         lines.append(f"{path:<22}{rows[path]['req_s']:>12,.0f}   (GET /versions)")
     lines += ["", "ratios, side by side:"] + [f"  {k}: {v}" for k, v in result["ratios"].items()]
     return "\n".join(lines)
@@ -162,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--size-mib", type=int, default=1024, help="download/upload size")
     parser.add_argument("--runs", type=int, default=1, help="rounds over every path")
+    parser.add_argument("--baseline", type=Path, help="another checkout whose glance-gate gets a row too")
     args = parser.parse_args(argv)
     size = args.size_mib * MiB
     for tool in ("wrk", "curl", "redis-server"):
@@ -192,17 +210,23 @@ def main(argv: list[str] | None = None) -> int:
                                    gateway_settings={"workers": n})
                 running.callback(stop, gw.proc)
                 gateways[label] = gw
+        paths = ["workers=1", "workers=2"]
+        if args.baseline:
+            for upstream, label in ((nginx.url, "baseline"), (stack.glance, "glance via baseline")):
+                gateways[label] = start_baseline(tmp, stack, args.baseline.resolve(), upstream)
+                running.callback(stop, gateways[label].proc)
+            paths.insert(0, "baseline")
         for _ in range(args.runs):
             print("nginx direct ...", flush=True)
             rounds.setdefault("nginx", []).append(measure("nginx", nginx.url, nginx, lambda: [], args.seconds, size))
-            for label in ("workers=1", "workers=2"):
+            for label in paths:
                 print(f"{label} ...", flush=True)
                 gw = gateways[label]
                 rounds.setdefault(label, []).append(
                     measure(label, gw.url, nginx, lambda gw=gw: gateway_pids(gw), args.seconds, size))
             print("glance ...", flush=True)
             rounds.setdefault("glance direct", []).append({"req_s": wrk(f"{stack.glance}/versions", args.seconds)})
-            for label in ("glance via workers=1", "glance via workers=2"):
+            for label in [f"glance via {p}" for p in paths]:
                 rounds.setdefault(label, []).append(
                     {"req_s": wrk(f"{gateways[label].url}/versions", args.seconds)})
     result["rounds"] = rounds
@@ -216,6 +240,13 @@ def main(argv: list[str] | None = None) -> int:
         "glance small req/s, via workers=2 / direct":
             round(m["glance via workers=2"]["req_s"] / m["glance direct"]["req_s"], 2),
     }
+    if "baseline" in m:
+        result["ratios"].update({
+            "small req/s, workers=1 / baseline": round(m["workers=1"]["req_s"] / m["baseline"]["req_s"], 2),
+            "download, workers=1 / baseline":
+                round(m["workers=1"]["download_mb_s"] / m["baseline"]["download_mb_s"], 2),
+            "upload, workers=1 / baseline": round(m["workers=1"]["upload_mb_s"] / m["baseline"]["upload_mb_s"], 2),
+        })
     result["loadavg_at_end"] = os.getloadavg()
     result["notes"] = ["client, nginx, gateway and Glance share the machine's cores",
                        "MB/s are 10^6 bytes per second; the body is a sparse tmpfs file (zeros)",
