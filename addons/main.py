@@ -60,7 +60,7 @@ def make_master(config_path: str, config: configuration.Config, worker: bool = F
     from mitmproxy import master, options
     from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver
 
-    from addons import metrics
+    from addons import metrics, wire
     from addons.glance_gate import GlanceGate
 
     gw = config.gateway
@@ -70,6 +70,7 @@ def make_master(config_path: str, config: configuration.Config, worker: bool = F
     # on every request. Warnings and errors stay; decisions are the audit trail.
     for chatty in ("mitmproxy.proxy.server", "httpx"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
+    wire.skip_message_typechecks()
     sys.stdout.reconfigure(line_buffering=True)
     opts = options.Options(confdir=CONFDIR)
     m = master.Master(opts, with_termlog=True)

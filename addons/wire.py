@@ -159,3 +159,12 @@ def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
     reader.read = lambda n=-1: read(BULK_READ)  # mitmproxy's loop asks for 65535
     reader._limit = BULK_READ  # the buffer pauses the socket at twice this
     io.writer.transport.max_size = BULK_READ  # bytes per recv()
+
+
+def skip_message_typechecks() -> None:
+    """mitmproxy type-checks every field of every request and response it
+    builds (`MessageData.__post_init__`, present unless Python runs with -O,
+    which would also drop our own asserts): 13-18 % of a worker's CPU on small
+    requests (py-spy, README "Benchmarks"). Its HTTP/1 parser and
+    `Response.make` build them with the right types."""
+    http.MessageData.__post_init__ = lambda self: None

@@ -14,8 +14,9 @@ workers = 2 (each started here, Redis ledger, quota unlimited):
 - the gateway's CPU seconds (supervisor + workers) per GiB moved, each way;
 
 and small requests to the cloud-in-a-box's real Glance (`GET /versions`),
-direct and through each gateway. `--baseline /work/main` adds a row for the
-`glance-gate` of another checkout (its own .venv), e.g. before a change. Every `--runs` round measures every path in
+direct and through each gateway. `--baseline DIR` adds a row for the
+glance-gate of another checkout, e.g. `git archive <commit> | tar -x -C DIR`
+of the code before a change. Every `--runs` round measures every path in
 turn, so ratios are side by side. Clients are wrk and curl, many times faster
 than what they drive (see nginx direct). Prints a table, saves JSON to
 bench/results/scale-<time>.json. Figures only: nothing is asserted.
@@ -134,16 +135,18 @@ def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int) -
 
 
 def start_baseline(tmp: Path, stack: Stack, checkout: Path, upstream: str) -> Gateway:
-    """Another checkout's glance-gate, on the same kind of config."""
+    """Another checkout's glance-gate (e.g. `git archive` of an older commit),
+    run by this venv's Python on the same kind of config."""
     port, metrics_port = free_port(), free_port()
     conf = write_config(tmp / f"baseline-{port}.toml", stack, port=port, metrics_port=metrics_port,
                         upstream=upstream)
     log = tmp / f"baseline-{port}.log"
-    proc = subprocess.Popen([str(checkout / ".venv" / "bin" / "glance-gate"), "--config", str(conf)],
+    proc = subprocess.Popen([sys.executable, "-m", "addons.main", "--config", str(conf)],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=checkout,
-                            env={**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir")})
+                            env={**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir"),
+                                 "PYTHONPATH": str(checkout)})
     wait_port(port, proc, log)
-    time.sleep(2)  # its workers, if it has any
+    time.sleep(3)  # its workers, if it has any
     return Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
 
 
