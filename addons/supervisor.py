@@ -56,6 +56,7 @@ class Supervisor:
         self.sockets: list[socket.socket] = []
         self.workers: dict[int, Worker] = {}  # slot -> its serving worker
         self.draining: dict[int, Worker] = {}  # pid -> an old worker finishing its requests
+        self.alive: dict[int, Worker] = {}  # pid -> every worker not yet reaped, also one starting
         self.failures: dict[int, int] = {}  # slot -> quick deaths in a row
         self.cpu_of_dead = 0.0  # CPU seconds of reaped workers, so the counter never goes back
         self.restarts = 0
@@ -92,7 +93,7 @@ class Supervisor:
         proc = subprocess.Popen([sys.executable, "-m", "addons.main", "--worker", "--config", str(self.snapshot)],
                                 pass_fds=(sock.fileno(), ready_w), env=env)
         os.close(ready_w)
-        worker = Worker(slot, proc)
+        worker = self.alive[proc.pid] = Worker(slot, proc)
         asyncio.get_running_loop().run_in_executor(None, self._await_ready, worker, ready_r)
         log.info("worker %d started (pid %d, config generation %d)", slot, proc.pid, self.generation)
         return worker
@@ -174,18 +175,16 @@ class Supervisor:
                 return
             self.cpu_of_dead += usage.ru_utime + usage.ru_stime
             metrics.worker_gone(self.metrics_dir, pid)
-            self._gone(pid, os.waitstatus_to_exitcode(status))
+            if worker := self.alive.pop(pid, None):
+                worker.proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
+                self._gone(worker)
 
-    def _gone(self, pid: int, code: int) -> None:
-        if old := self.draining.pop(pid, None):
-            old.proc.returncode = code
-            log.info("worker %d (pid %d) drained, exit %d", old.slot, pid, code)
-        else:
-            slot = next((s for s, w in self.workers.items() if w.proc.pid == pid), None)
-            if slot is None:
-                return
-            worker = self.workers.pop(slot)
-            worker.proc.returncode = code
+    def _gone(self, worker: Worker) -> None:
+        pid, code = worker.proc.pid, worker.proc.returncode
+        if self.draining.pop(pid, None):
+            log.info("worker %d (pid %d) drained, exit %d", worker.slot, pid, code)
+        elif self.workers.get(worker.slot) is worker:
+            del self.workers[worker.slot]
             if not self.stopping:
                 self._restart_later(worker, code)
         self._finish_if_done()
@@ -209,6 +208,7 @@ class Supervisor:
             log.warning("reload ignored: %s", "stopping" if self.stopping else "a reload is under way")
             return
         self._reloading = asyncio.get_running_loop().create_task(self._reload())
+        self._reloading.add_done_callback(_log_failure)
 
     async def _reload(self) -> None:
         """Rolling restart: per slot, a new worker starts on the same socket, and
@@ -228,8 +228,10 @@ class Supervisor:
         previous = (self.config, self.snapshot)
         self.config, self.snapshot = new, self._snapshot(text)
         for slot in range(new.gateway.workers):
+            if self.stopping:
+                return
             fresh = self.spawn(slot)
-            if not await self._ready(fresh):
+            if not await self._ready(fresh) or self.stopping:
                 _signal(fresh, signal.SIGKILL)
                 if slot == 0:
                     self.config, self.snapshot = previous
@@ -247,9 +249,14 @@ class Supervisor:
     def process_totals(self) -> tuple[list[int], float, int]:
         """Live pids (the supervisor's first), CPU seconds of workers gone, and
         how many workers serve (listen) now."""
-        live = [w.proc.pid for w in [*self.workers.values(), *self.draining.values()]]
+        live = list(self.alive)
         serving = sum(w.ready and w.proc.returncode is None for w in self.workers.values())
         return [os.getpid(), *live], self.cpu_of_dead, serving
+
+
+def _log_failure(task: asyncio.Task) -> None:
+    if not task.cancelled() and (e := task.exception()):
+        log.error("reload failed, the running config stays: %r", e, exc_info=e)
 
 
 def _signal(worker: Worker, sig: int) -> None:

@@ -11,7 +11,8 @@ workers = 2 (each started here, Redis ledger, quota unlimited):
 - small requests per second: wrk `-t1 -c32` for `--seconds` on `/small`;
 - one download of `/big` and one upload to `/dav/`, MB/s (curl, output to
   /dev/null, input from the tmpfs file);
-- the gateway's CPU seconds (supervisor + workers) per GiB moved, each way;
+- the gateway's CPU (supervisor + workers): ms per small request, seconds per
+  GiB moved each way;
 
 and small requests to the cloud-in-a-box's real Glance (`GET /versions`),
 direct and through each gateway. `--baseline DIR` adds a row for the
@@ -121,7 +122,10 @@ def curl(*args: str) -> tuple[float, int]:
 
 def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int) -> dict:
     """req/s, download and upload MB/s of one path; gateway CPU s/GiB when pids() names processes."""
+    before = cpu_seconds(pids())
     row: dict = {"req_s": wrk(f"{base}/small", seconds)}
+    if pids():
+        row["cpu_ms_per_req"] = round((cpu_seconds(pids()) - before) * 1000 / (row["req_s"] * seconds), 3)
     for kind, args in (("download", [f"{base}/big"]),
                        ("upload", ["-T", str(nginx.shm / "big"), f"{base}/dav/{name}"])):
         before = cpu_seconds(pids())
@@ -163,11 +167,12 @@ def table(result: dict) -> str:
     rows = result["median"]
     lines = [f"bench/scale.py — {result['timestamp']} — {result['machine']['nproc']} cores, "
              f"load {result['loadavg_at_start'][0]:.2f} at start, median of {result['runs']} run(s)",
-             "", f"{'path':<22}{'small req/s':>12}{'download MB/s':>15}{'upload MB/s':>13}"
+             "", f"{'path':<22}{'small req/s':>12}{'CPU ms/req':>11}{'download MB/s':>15}{'upload MB/s':>13}"
              f"{'CPU s/GiB down':>16}{'CPU s/GiB up':>14}"]
     for path in [p for p in ("nginx", "baseline", "workers=1", "workers=2") if p in rows]:
         r = rows[path]
-        lines.append(f"{path:<22}{r['req_s']:>12,.0f}{r['download_mb_s']:>15,.0f}{r['upload_mb_s']:>13,.0f}"
+        lines.append(f"{path:<22}{r['req_s']:>12,.0f}{r.get('cpu_ms_per_req', ''):>11}"
+                     f"{r['download_mb_s']:>15,.0f}{r['upload_mb_s']:>13,.0f}"
                      f"{r.get('download_cpu_s_per_gib', ''):>16}{r.get('upload_cpu_s_per_gib', ''):>14}")
     lines.append("")
     for path in [p for p in ("glance direct", "glance via baseline", "glance via workers=1",
@@ -253,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     result["loadavg_at_end"] = os.getloadavg()
     result["notes"] = ["client, nginx, gateway and Glance share the machine's cores",
                        "MB/s are 10^6 bytes per second; the body is a sparse tmpfs file (zeros)",
-                       "CPU s/GiB: utime+stime of the supervisor and its workers during the transfer"]
+                       "CPU ms/req, CPU s/GiB: utime+stime of the supervisor and its workers during the wrk run or transfer"]
     report = table(result)
     print(report)
     out = REPO / "bench" / "results"

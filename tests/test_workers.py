@@ -34,9 +34,11 @@ def redis_server(tmp_path_factory):
 
 def two_workers(tmp: Path, stack: Stack, redis_server: RedisServer, quota: dict | None = None,
                 **gateway_settings) -> Gateway:
+    """The slow uploads below stall for as long as a test needs, however slow the
+    machine: an idle timeout (60 s by default) would cut them first."""
     return start_gateway(tmp, stack, quota=quota,
                          quota_settings={"ledger": "redis", "redis_url": redis_server.url, "chunk_bytes": MiB},
-                         gateway_settings={"workers": 2, **gateway_settings})
+                         gateway_settings={"workers": 2, "client_idle_timeout_seconds": 900, **gateway_settings})
 
 
 def _socket_inode(port: int, peer_port: int) -> str | None:
@@ -247,6 +249,17 @@ def test_sighup_reloads_without_dropping_a_connection_and_a_bad_config_changes_n
                        in gw.log_text(), "the bad config was not refused")
             assert set(gw.worker_pids()) == new
             assert_refusal(put(client, image_id, stack.token("userB"), os.urandom(2 * MiB)), 413, "quota")
+            assert put(client, image_id, stack.token("userB"), os.urandom(MiB // 2)).status_code == 204
+            stack.delete_image(image_id, "userB")
+            image_id = stack.create_image(user="userB")
+
+            # valid to the schema, but no worker can start on it: the keys are read at start
+            gw.config.write_text(text.replace("[identity]\n", '[identity]\nmode = "keystone-jws"\n'
+                                              'jws_public_keys = "/nonexistent"\n'))
+            os.kill(gw.proc.pid, signal.SIGHUP)
+            wait_until(lambda: "the new worker did not start" in gw.log_text(),
+                       f"a failing worker was not refused:\n{gw.log_text()[-3000:]}")
+            assert set(gw.worker_pids()) == new
             assert put(client, image_id, stack.token("userB"), os.urandom(MiB // 2)).status_code == 204
             stack.delete_image(image_id, "userB")
 
