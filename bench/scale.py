@@ -1,6 +1,6 @@
 """How far one gateway carries a cloud's traffic: workers = 1 and 2, side by side.
 
-    .venv/bin/python bench/scale.py [--seconds 10] [--size-mib 1024] [--runs 1] [--baseline CHECKOUT]
+    .venv/bin/python bench/scale.py [--seconds 10] [--size-mib 1024] [--runs 1] [--transfers 3] [--baseline DIR]
 
 Starts its own Debian nginx (scripts/deps: nginx-core, wrk) on free loopback
 ports as the fastest possible upstream: a small JSON answer (`/small`), a
@@ -9,8 +9,8 @@ sparse `--size-mib` file on tmpfs (`/big`), and a WebDAV PUT sink on tmpfs
 workers = 2 (each started here, Redis ledger, quota unlimited):
 
 - small requests per second: wrk `-t1 -c32` for `--seconds` on `/small`;
-- one download of `/big` and one upload to `/dav/`, MB/s (curl, output to
-  /dev/null, input from the tmpfs file);
+- `--transfers` downloads of `/big` and uploads to `/dav/`, MB/s (curl,
+  output to /dev/null, input from the tmpfs file), their median;
 - the gateway's CPU (supervisor + workers): ms per small request, seconds per
   GiB moved each way;
 
@@ -120,7 +120,7 @@ def curl(*args: str) -> tuple[float, int]:
     return moved / 1e6 / float(seconds), moved
 
 
-def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int) -> dict:
+def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int, transfers: int) -> dict:
     """req/s, download and upload MB/s of one path; gateway CPU s/GiB when pids() names processes."""
     before = cpu_seconds(pids())
     row: dict = {"req_s": wrk(f"{base}/small", seconds)}
@@ -128,13 +128,18 @@ def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int) -
         row["cpu_ms_per_req"] = round((cpu_seconds(pids()) - before) * 1000 / (row["req_s"] * seconds), 3)
     for kind, args in (("download", [f"{base}/big"]),
                        ("upload", ["-T", str(nginx.shm / "big"), f"{base}/dav/{name}"])):
-        before = cpu_seconds(pids())
-        row[f"{kind}_mb_s"], moved = curl(*args)
-        assert moved == size, f"{kind} via {name}: {moved} bytes of {size}"
+        rates, cpu = [], []
+        for _ in range(transfers):  # single transfers vary widely on a shared machine
+            before = cpu_seconds(pids())
+            mb_s, moved = curl(*args)
+            assert moved == size, f"{kind} via {name}: {moved} bytes of {size}"
+            rates.append(mb_s)
+            cpu.append((cpu_seconds(pids()) - before) / (moved / GiB))
+            with contextlib.suppress(FileNotFoundError):
+                (nginx.shm / "dav" / name).unlink()  # tmpfs is memory
+        row[f"{kind}_mb_s"] = statistics.median(rates)
         if pids():
-            row[f"{kind}_cpu_s_per_gib"] = round((cpu_seconds(pids()) - before) / (moved / GiB), 2)
-        with contextlib.suppress(FileNotFoundError):
-            (nginx.shm / "dav" / name).unlink()  # tmpfs is memory
+            row[f"{kind}_cpu_s_per_gib"] = round(statistics.median(cpu), 2)
     return row
 
 
@@ -166,7 +171,8 @@ def median_rows(rounds: list[dict]) -> dict:
 def table(result: dict) -> str:
     rows = result["median"]
     lines = [f"bench/scale.py — {result['timestamp']} — {result['machine']['nproc']} cores, "
-             f"load {result['loadavg_at_start'][0]:.2f} at start, median of {result['runs']} run(s)",
+             f"load {result['loadavg_at_start'][0]:.2f} at start, median of {result['runs']} run(s)"
+             f" x {result['transfers']} transfers",
              "", f"{'path':<22}{'small req/s':>12}{'CPU ms/req':>11}{'download MB/s':>15}{'upload MB/s':>13}"
              f"{'CPU s/GiB down':>16}{'CPU s/GiB up':>14}"]
     for path in [p for p in ("nginx", "baseline", "workers=1", "workers=2") if p in rows]:
@@ -187,6 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=int, default=10, help="duration of each wrk run")
     parser.add_argument("--size-mib", type=int, default=1024, help="download/upload size")
     parser.add_argument("--runs", type=int, default=1, help="rounds over every path")
+    parser.add_argument("--transfers", type=int, default=3, help="downloads and uploads per path and round")
     parser.add_argument("--baseline", type=Path, help="another checkout whose glance-gate gets a row too")
     args = parser.parse_args(argv)
     size = args.size_mib * MiB
@@ -200,6 +207,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {"timestamp": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
               "command": " ".join([Path(sys.executable).name, *sys.argv]),
               "machine": machine(), "size_mib": args.size_mib, "seconds": args.seconds, "runs": args.runs,
+              "transfers": args.transfers,
               "loadavg_at_start": os.getloadavg()}
     rounds: dict[str, list[dict]] = {}
     with tempfile.TemporaryDirectory(prefix="glance-gate-scale-") as tmp, \
@@ -226,12 +234,12 @@ def main(argv: list[str] | None = None) -> int:
             paths.insert(0, "baseline")
         for _ in range(args.runs):
             print("nginx direct ...", flush=True)
-            rounds.setdefault("nginx", []).append(measure("nginx", nginx.url, nginx, lambda: [], args.seconds, size))
+            rounds.setdefault("nginx", []).append(measure("nginx", nginx.url, nginx, lambda: [], args.seconds, size, args.transfers))
             for label in paths:
                 print(f"{label} ...", flush=True)
                 gw = gateways[label]
                 rounds.setdefault(label, []).append(
-                    measure(label, gw.url, nginx, lambda gw=gw: gateway_pids(gw), args.seconds, size))
+                    measure(label, gw.url, nginx, lambda gw=gw: gateway_pids(gw), args.seconds, size, args.transfers))
             print("glance ...", flush=True)
             rounds.setdefault("glance direct", []).append({"req_s": wrk(f"{stack.glance}/versions", args.seconds)})
             for label in [f"glance via {p}" for p in paths]:
