@@ -13,6 +13,7 @@ from policy.routes import Route
 
 if TYPE_CHECKING:
     from addons.reservation import Reservation
+    from policy.quota.reservations import Change
 
 GATEWAY = "gateway"
 UPSTREAM = "upstream"
@@ -34,6 +35,7 @@ class Exchange:
     forwarded_at: float | None = None  # when forwarding to Glance began
     verdict: Verdict | None = None  # uploads only
     reservation: Reservation | None = None  # the quota's, settled when the request finishes
+    change: Change | None = None  # what the image stored before a change, for the quota's usage
     status: int | None = None
     reason: str = ""
     source: str = ""

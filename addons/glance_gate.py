@@ -9,6 +9,8 @@ kernel's buffers; everything else streams through untouched.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
 import time
 
@@ -16,20 +18,25 @@ from mitmproxy import ctx, exceptions, http
 from mitmproxy.connection import ConnectionState
 from mitmproxy.net.http.http1 import expected_http_body_size
 
-from addons import metrics, wire
+from addons import metrics, tls, wire
 from addons.audit import AuditTrail
+from addons.client_bounds import ClientBounds
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
+from addons.forwarded import ForwardedHeaders
 from addons.reservation import Reservation
-from addons.trusted_auth import TrustedAuth
+from addons.tls import ListenerTls
+from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
+from policy import health
 from policy import decision as rules
+from policy import http as policy_http
 from policy.decision import Decision
 from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
 from policy.quota import hard_quota
-from policy.routes import classify
+from policy.routes import CHANGE, OTHER, Route, classify, is_uuid
 
 log = logging.getLogger("glance_gate")
 
@@ -38,7 +45,21 @@ SAFE_OPTIONS = {
     "http2": False,  # HTTP/2 bodies without a length reach an HTTP/1 upstream unframed
     "http3": False,
     "connection_strategy": "lazy",  # no upstream connection for a refused request
+    "keep_host_header": True,  # Glance's links name the gateway (addons/forwarded.py)
 }
+
+
+def fail_closed(hook):
+    """Around every hook that decides: an unexpected exception ends the request
+    at the gateway (503 `internal`), where mitmproxy would log it and forward
+    the request undecided."""
+    @functools.wraps(hook)
+    async def guarded(self: GlanceGate, flow: http.HTTPFlow) -> None:
+        try:
+            await hook(self, flow)
+        except Exception:
+            self.internal_error(flow, f"GlanceGate.{hook.__name__}")
+    return guarded
 
 
 class UploadStream:
@@ -51,6 +72,13 @@ class UploadStream:
         self.reservation = reservation
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
+        try:
+            return self._next(data)
+        except Exception:  # mitmproxy would end the body well-formed: cut it instead
+            self.gate.internal_error(self.flow, "UploadStream", mid_stream=True)
+            return []
+
+    def _next(self, data: bytes) -> bytes | list[bytes]:
         if self.exchange.finished:
             return []
         if not data:  # end of body
@@ -72,16 +100,22 @@ class GlanceGate:
     def __init__(self, metrics_: metrics.Metrics | None = None) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
+        self.probes: dict[str, health.Probe] = {}
         self.audit: AuditTrail | None = None
         self.metrics = metrics_ or metrics.Metrics()
         self.in_flight = 0  # requests begun and not finished: what a drain waits for
         self.draining = False  # answers then close their connection, so clients move on
-        self.addons = [TrustedAuth(self)]  # runs after this addon's hooks
+        self._reconciling: asyncio.Task | None = None
+        self.trusted = TrustedAuth(self)
+        self.tls_options: dict = {}
+        self.listener_tls = ListenerTls(self)
+        self.addons = [ForwardedHeaders(), self.listener_tls]  # run after this addon's hooks
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
                           "Path to glance-gate's config.toml.")
         wire.refuse_request_trailers(trailers_refusal)
+        wire.retry_on_fresh_connection()
 
     def configure(self, updated: set[str]) -> None:
         if "glance_gate_config" in updated:
@@ -89,51 +123,83 @@ class GlanceGate:
                 raise exceptions.OptionsError("glance_gate_config: set it to the path of config.toml")
             try:
                 self.config = configuration.load(ctx.options.glance_gate_config)
-                self.gate = build_gate(self.config)
-            except configuration.ConfigError as e:
+                self.gate, self.probes = build_gate(self.config)
+                self.tls_options = tls.options(self.config, ctx.options.confdir)
+            except (configuration.ConfigError, OSError) as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
+            if self._reconciling:  # a new config while running
+                self._reconcile()
             self.metrics.serve(self.config)
             if self.audit:
                 self.audit.close()
             self.audit = AuditTrail(self.config.audit.path)
-        wanted = dict(SAFE_OPTIONS)
+        wanted = {**SAFE_OPTIONS, **self.tls_options}
         if self.config:  # mitmproxy's inactivity timeout of a connection, 600 s by default
             wanted["tcp_timeout"] = self.config.gateway.client_idle_timeout_seconds
         if unsafe := {k: v for k, v in wanted.items() if getattr(ctx.options, k) != v}:
+            if ctx.options.ssl_insecure:
+                log.warning("ssl_insecure=true ignored: Glance's certificate is always verified")
             ctx.options.update(**unsafe)
+            tls.prune(ctx.options.confdir)
 
     def running(self) -> None:
-        assert self.config and self.gate
-        targets = {"keystone": f"{self.config.keystone.url}/v3",
-                   "glance": f"{self.config.gateway.upstream}/versions"}
-        if self.config.quota.ledger == "redis":
-            targets["redis"] = self.gate.quota.ledger.ping
-        self.metrics.probe(targets)
+        self.metrics.probe(self.probes)
+        self._reconcile()
+
+    def _reconcile(self) -> None:
+        """The quota's reconciliation, off the request path, for the current gate."""
+        assert self.gate
+        if self._reconciling:
+            self._reconciling.cancel()
+        self._reconciling = asyncio.get_running_loop().create_task(
+            self.gate.quota.reconcile_forever(metrics.reconciled))
 
     def server_connected(self, data) -> None:
         wire.bulk_reads(data)
 
     def done(self) -> None:
         self.metrics.done()
+        if self._reconciling:
+            self._reconciling.cancel()
         if self.audit:
             self.audit.close()
 
+    @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
+        if "glance_gate" in flow.metadata:
+            return  # already ended: by StripIdentity's failure, or ClientBounds
+        assert self.config
+        wire.drop_stale_upstream(flow, self.config.gateway.upstream_keepalive_seconds)
         exchange, invalid = self._begin(flow)
+        if self.listener_tls.serving and not flow.client_conn.tls_established:
+            self.refuse(flow, exchange, rules.plaintext())
+            return
         if invalid:
             # mitmproxy answers 400 itself and never forwards the request.
             exchange.fail(400, "bad_request", GATEWAY, invalid)
             self.finish(exchange)
             return
-        if exchange.route.is_import:
+        if exchange.route.is_upload:
+            await self._upload(flow, exchange)
+        elif exchange.route.is_import:
             # A small JSON body, buffered and decided in `request`.
             if refusal := rules.check_import_body(exchange.declared):
                 self.refuse(flow, exchange, refusal)
-            return
-        if not exchange.route.is_upload:
+        else:
             flow.request.stream = True
-            exchange.forward()
+        if self.config.identity.trusted_auth and not exchange.finished:
+            await self.trusted.authenticate(flow, exchange)
+        if exchange.finished or exchange.route.is_import:
             return
+        if exchange.route.kind == CHANGE and is_uuid(exchange.route.image_id):
+            assert self.gate
+            exchange.change = await self.gate.quota.changing(exchange.route.image_id)
+        exchange.forward()
+        if exchange.route.is_upload:
+            metrics.forwarding(exchange)
+            wire.release_client(flow)
+
+    async def _upload(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         wire.hold_client(flow)
         exchange.verdict = verdict = await self._decide(flow, exchange)
         exchange.decision_seconds = time.monotonic() - exchange.started
@@ -143,10 +209,8 @@ class GlanceGate:
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
         flow.request.stream = UploadStream(self, flow, exchange, verdict, self._reservation(flow, exchange))
-        exchange.forward()
-        metrics.forwarding(exchange)
-        wire.release_client(flow)
 
+    @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
         if not exchange or not exchange.route.is_import:
@@ -170,7 +234,8 @@ class GlanceGate:
         if not exchange.verdict.hold:
             return None
         cut = lambda refusal: self.refuse(flow, exchange, refusal, mid_stream=True)  # noqa: E731
-        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut)
+        failed = lambda where: self.internal_error(flow, where, mid_stream=True)  # noqa: E731
+        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut, failed)
         return exchange.reservation
 
     def _begin(self, flow: http.HTTPFlow) -> tuple[Exchange, str]:
@@ -203,7 +268,7 @@ class GlanceGate:
             content_type=headers.get("content-type"),
             content_length=exchange.declared,
             chunked=exchange.declared is None,
-            image_size=_size(headers.get("x-openstack-image-size")),
+            image_size=_raw(headers.get_all("x-openstack-image-size")),
         ))
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
@@ -212,11 +277,21 @@ class GlanceGate:
         if self.draining:
             flow.response.headers["connection"] = "close"
 
-    def response(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
-        if exchange and not exchange.finished and flow.response:
-            exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
-            self.finish(exchange)
+        # A change's small answer is held until its bytes are in the ledger (`response`).
+        flow.response.stream = not (exchange and exchange.change)
+
+    async def response(self, flow: http.HTTPFlow) -> None:
+        wire.upstream_idle(flow)
+        exchange = flow.metadata.get("glance_gate")
+        try:
+            if exchange and exchange.change and flow.response and flow.response.status_code < 300:
+                assert self.gate
+                await self.gate.quota.changed(exchange.change)
+        finally:  # Glance has answered: the answer is counted whatever the ledger did
+            if exchange and not exchange.finished and flow.response:
+                exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
+                self.finish(exchange)
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
@@ -232,6 +307,26 @@ class GlanceGate:
         else:
             exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY, detail)
         self.finish(exchange)
+
+    def internal_error(self, flow: http.HTTPFlow, where: str, mid_stream: bool = False) -> None:
+        """Ends the request at the gateway after an unexpected exception (the
+        one being handled): 503 `internal`, counted, audited, and logged with
+        its traceback. Nothing more of the request is forwarded."""
+        log.exception("internal error in %s: %s %s ends at the gateway with 503",
+                      where, flow.request.method, flow.request.path[:200])
+        self.end(flow, rules.internal(), mid_stream)
+
+    def end(self, flow: http.HTTPFlow, refusal: Decision, mid_stream: bool = False) -> None:
+        """Ends a request with a refusal of no rule of the gate's, counted like any."""
+        try:
+            if (exchange := flow.metadata.get("glance_gate")) is None:  # failed before it was classified
+                exchange = flow.metadata["glance_gate"] = Exchange(
+                    Route(OTHER, ""), flow.request.method, "", request_id())
+            if not exchange.finished:
+                self.refuse(flow, exchange, refusal, mid_stream=mid_stream)
+        finally:
+            if not mid_stream and flow.killable:  # also when the refusal itself failed
+                flow.kill()
 
     def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Decision,
                mid_stream: bool = False) -> None:
@@ -260,21 +355,33 @@ def trailers_refusal() -> bytes:
     return wire.raw_response(refusal.status, *render(refusal, request_id()))
 
 
-def _size(value: str | None) -> int | None:
-    return int(value) if value and value.isdigit() and int(value) > 0 else None
+def _raw(values: list[str]) -> bytes | None:
+    """A header's bytes as the client sent them (mitmproxy decodes UTF-8 with
+    surrogateescape), duplicates joined by "," as gunicorn joins them for Glance."""
+    return ",".join(values).encode("utf-8", "surrogateescape") if values else None
 
 
-def build_gate(config: configuration.Config) -> UploadGate:
+def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, health.Probe]]:
+    """The gate, and the probes of what its decisions need."""
+    gw = config.gateway
     keystone = KeystoneClient(config.keystone)
-    glance = GlanceClient(config.gateway.upstream, modes.credentials(config, keystone),
-                          timeout=config.gateway.upstream_timeout_seconds)
-    return UploadGate(
+    glance = GlanceClient(gw.upstream, modes.credentials(config, keystone), timeout=gw.upstream_timeout_seconds,
+                          tls=policy_http.verifying(gw.upstream_ca_file, gw.upstream_client_cert_file,
+                                                    gw.upstream_client_key_file))
+    quota = hard_quota(config, glance, keystone.service_token)
+    gate = UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),
                        metrics.token_validated),
         glance,
-        hard_quota(config, glance, keystone.service_token),
+        quota,
     )
+    return gate, health.probes(config, keystone, glance, quota.ledger)
 
 
-addons = [GlanceGate()]
+def make_addons(gate: GlanceGate) -> list:
+    """The identity strip runs first, on every request, independent of the gate."""
+    return [StripIdentity(gate), ClientBounds(gate), gate]
+
+
+addons = make_addons(GlanceGate())

@@ -58,10 +58,10 @@ class Worker:
 
 def make_master(config_path: str, config: configuration.Config, worker: bool = False):
     from mitmproxy import master, options
-    from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver
+    from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
 
     from addons import metrics, wire
-    from addons.glance_gate import GlanceGate
+    from addons.glance_gate import GlanceGate, make_addons
 
     gw = config.gateway
     # As mitmdump does: records reach the termlog handler, which filters by verbosity.
@@ -77,7 +77,7 @@ def make_master(config_path: str, config: configuration.Config, worker: bool = F
     # Under the supervisor, it serves /metrics; one worker (slot 0) probes the dependencies.
     gate = GlanceGate(metrics.Metrics(serve=not worker, probe=os.environ.get("GLANCE_GATE_WORKER", "0") == "0"))
     m.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
-                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), gate)
+                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), tlsconfig.TlsConfig(), *make_addons(gate))
     if worker:
         m.addons.add(Worker(gate, gw.drain_seconds))
     m.options.update(

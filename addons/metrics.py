@@ -14,10 +14,9 @@ import asyncio
 import glob
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 from mitmproxy.version import VERSION as MITMPROXY_VERSION
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector, start_http_server
 from prometheus_client import multiprocess
@@ -25,6 +24,8 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from addons.exchange import UPSTREAM, Exchange
 from policy.config import Config
+from policy.exceptions import Misconfigured, Unavailable
+from policy.health import Probe
 
 log = logging.getLogger("glance_gate.metrics")
 
@@ -53,11 +54,25 @@ uploads_in_flight = Gauge("glance_gate_uploads_in_flight", "Uploads streaming to
 quota_rejections = Counter("glance_gate_quota_rejections", "Uploads refused for the quota.")
 quota_reservations = Counter("glance_gate_quota_reservations", "Quota reservations settled, by outcome.",
                              ["outcome"])  # committed, released, error (left to its lease)
+# A listing of 5,000 images takes seconds; a drift is anything from a byte to terabytes.
+_RECONCILE = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
+_DRIFT = (0.0, *_SIZES)
+quota_reconcile_duration = Histogram("glance_gate_quota_reconcile_duration_seconds",
+                                     "Time to re-list one project's images and correct its usage.",
+                                     buckets=_RECONCILE)
+quota_drift = Histogram("glance_gate_quota_drift_bytes",
+                        "Bytes by which a reconciliation corrected a project's usage, either way.",
+                        buckets=_DRIFT)
 imports = Counter("glance_gate_imports", "Image imports by method and final reason.", ["method", "reason"])
 token_validations = Counter("glance_gate_token_validations", "Token validations.",
                             ["method", "result", "cache"])
-dependency_up = Gauge("glance_gate_dependency_up", "1 when a dependency answers its probe.", ["dependency"],
-                      multiprocess_mode="livemostrecent")  # one worker probes
+dependency_up = Gauge("glance_gate_dependency_up", "1 when a dependency gives what a decision needs.",
+                      ["dependency"], multiprocess_mode="livemostrecent")  # one worker probes
+dependency_misconfigured = Gauge("glance_gate_dependency_misconfigured",
+                                 "1 when a dependency refuses the gateway's own identity or URL.", ["dependency"],
+                                 multiprocess_mode="livemostrecent")
+connections_refused = Counter("glance_gate_connections_refused", "Client connections closed by a slow-client bound.",
+                              ["reason"])  # per_client_cap, head_deadline
 # A gauge, not an Info: Info does not work in multiprocess mode.
 build_info = Gauge("glance_gate_build_info", "Versions of glance-gate and mitmproxy.", ["version", "mitmproxy"],
                    multiprocess_mode="max")
@@ -65,6 +80,15 @@ build_info = Gauge("glance_gate_build_info", "Versions of glance-gate and mitmpr
 
 def token_validated(method: str, result: str, cache: str) -> None:
     token_validations.labels(method, result, cache).inc()
+
+
+def reconciled(seconds: float, correction: int) -> None:
+    quota_reconcile_duration.observe(seconds)
+    quota_drift.observe(abs(correction))
+
+
+def connection_refused(reason: str) -> None:
+    connections_refused.labels(reason).inc()
 
 
 def reservation_settled(outcome: str) -> None:
@@ -96,13 +120,6 @@ def finished(exchange: Exchange) -> None:
             upload_size.observe(exchange.transferred)
 
 
-async def _answers(client: httpx.AsyncClient, url: str) -> bool:
-    try:
-        return (await client.get(url)).status_code < 500
-    except httpx.HTTPError:
-        return False
-
-
 class Metrics:
     """Serves /metrics and probes the dependencies the decisions need.
 
@@ -126,21 +143,33 @@ class Metrics:
         self._served = address
         log.info("metrics at http://%s:%d/metrics", *address)
 
-    def probe(self, targets: dict[str, str | Callable[[], Awaitable[bool]]]) -> None:
-        """targets: a URL that answers below 500 when up, or a check of one's own."""
+    def probe(self, probes: dict[str, Probe]) -> None:
+        """probes: policy.health's, each raising when a decision would fail."""
         if not self._probes:
             return
         if self._probe:
             self._probe.cancel()
-        self._probe = asyncio.get_running_loop().create_task(self._probe_forever(targets))
+        self._probe = asyncio.get_running_loop().create_task(self._probe_forever(probes))
 
-    async def _probe_forever(self, targets: dict[str, str | Callable[[], Awaitable[bool]]]) -> None:
-        async with httpx.AsyncClient(timeout=PROBE_SECONDS) as client:
-            while True:
-                for name, target in targets.items():
-                    up = await target() if callable(target) else await _answers(client, target)
-                    dependency_up.labels(name).set(1 if up else 0)
-                await asyncio.sleep(PROBE_SECONDS)
+    async def _probe_forever(self, probes: dict[str, Probe]) -> None:
+        states: dict[str, str] = {}
+        while True:
+            for name, probe in probes.items():
+                try:
+                    await probe()
+                    state = "up"
+                except Unavailable as e:
+                    # Glance's probe logs in to Keystone first: a failed login is Keystone's, its own probe says so.
+                    kind = "misconfigured" if isinstance(e, Misconfigured) else "down"
+                    state = f"{kind}: {e.detail}" if e.dependency == name else "up"
+                except Exception as e:  # a probe's own bug must not stop the others
+                    state = f"down: {type(e).__name__}: {e}"
+                dependency_up.labels(name).set(state == "up")
+                dependency_misconfigured.labels(name).set(state.startswith("misconfigured"))
+                if states.get(name, "up") != state:  # one line per change, what to fix included
+                    log.log(logging.INFO if state == "up" else logging.WARNING, "dependency %s: %s", name, state)
+                states[name] = state
+            await asyncio.sleep(PROBE_SECONDS)
 
     def done(self) -> None:
         if self._probe:

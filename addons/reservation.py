@@ -14,7 +14,7 @@ from addons import metrics, wire
 from addons.exchange import Exchange
 from policy import decision as rules
 from policy.decision import Decision
-from policy.identity import Unavailable
+from policy.exceptions import Unavailable
 from policy.quota.reservations import Hold
 from policy.routes import STAGE
 
@@ -23,8 +23,9 @@ log = logging.getLogger("glance_gate.quota")
 
 class Reservation:
     def __init__(self, flow: http.HTTPFlow, exchange: Exchange, hold: Hold,
-                 cut: Callable[[Decision], None]):
-        self.flow, self.exchange, self.hold, self.cut = flow, exchange, hold, cut
+                 cut: Callable[[Decision], None], failed: Callable[[str], None]):
+        """cut: ends the upload with a refusal; failed: with 503 `internal`, from an except block."""
+        self.flow, self.exchange, self.hold, self.cut, self.failed = flow, exchange, hold, cut, failed
         self._tasks: set[asyncio.Task] = set()
         self._renewing = self._spawn(self._renew())
 
@@ -43,7 +44,11 @@ class Reservation:
             wire.hold_client(self.flow)
 
     async def _extend(self, extension) -> None:
-        await extension
+        try:
+            await extension
+        except Exception:  # the client stays paused: no byte past the grant
+            self.failed("Reservation.extend")
+            return
         if not self.exchange.finished:
             wire.release_client(self.flow)
 
@@ -56,6 +61,10 @@ class Reservation:
                     self.cut(rules.unavailable("quota ledger", "the reservation's lease ran out"))
             except Unavailable as e:
                 log.warning("cannot renew the reservation of %s: %s", self.exchange.request_id, e)
+            except Exception:
+                if not self.exchange.finished:
+                    self.failed("Reservation.renew")
+                return
 
     def settle(self) -> None:
         """Glance stored the data if it said so, or if the whole body reached it
@@ -64,11 +73,12 @@ class Reservation:
         ex = self.exchange
         stored = (ex.route.kind != STAGE and ex.body_complete
                   and (ex.upstream_status is None or ex.upstream_status < 300))
-        self._spawn(self._settle(stored))
+        # An upload stores its body; an import, all it was granted (its small body is no image data).
+        self._spawn(self._settle(stored, ex.transferred if ex.route.is_upload else None))
 
-    async def _settle(self, stored: bool) -> None:
+    async def _settle(self, stored: bool, transferred: int | None) -> None:
         try:
-            await self.hold.settle(stored)
+            await self.hold.settle(stored, transferred)
         except Unavailable as e:  # the lease will drop it
             log.warning("cannot settle the reservation of %s: %s", self.exchange.request_id, e)
             metrics.reservation_settled("error")

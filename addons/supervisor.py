@@ -25,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from addons import metrics
+from addons import metrics, systemd
 from policy import config as configuration
 
 log = logging.getLogger("glance_gate.supervisor")
@@ -85,7 +85,8 @@ class Supervisor:
 
     def spawn(self, slot: int) -> Worker:
         sock = self.sockets[slot]
-        env = {**os.environ, metrics.MULTIPROC_ENV: str(self.metrics_dir),
+        env = {**{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},  # systemd hears the supervisor
+               metrics.MULTIPROC_ENV: str(self.metrics_dir),
                "GLANCE_GATE_WORKER": str(slot), "GLANCE_GATE_LISTEN_FD": str(sock.fileno()),
                "GLANCE_GATE_SUPERVISOR": str(os.getpid())}
         ready_r, ready_w = os.pipe()
@@ -134,6 +135,8 @@ class Supervisor:
             log.error("a worker did not start: stopping")
             self.exit_code = 1
             self.stop()
+        else:
+            systemd.notify("READY=1", "STATUS=serving")
         await self._done.wait()
         return self.exit_code
 
@@ -148,6 +151,7 @@ class Supervisor:
         if self.stopping:
             return
         self.stopping = True
+        systemd.notify("STOPPING=1")
         log.info("draining %d workers", len(self.workers) + len(self.draining))
         for s in self.sockets:
             s.close()  # the workers' own descriptors keep serving what was queued
@@ -207,8 +211,9 @@ class Supervisor:
         if self.stopping or (self._reloading and not self._reloading.done()):
             log.warning("reload ignored: %s", "stopping" if self.stopping else "a reload is under way")
             return
+        systemd.notify("RELOADING=1", f"MONOTONIC_USEC={time.monotonic_ns() // 1000}")
         self._reloading = asyncio.get_running_loop().create_task(self._reload())
-        self._reloading.add_done_callback(_log_failure)
+        self._reloading.add_done_callback(_reloaded)
 
     async def _reload(self) -> None:
         """Rolling restart: per slot, a new worker starts on the same socket, and
@@ -254,9 +259,10 @@ class Supervisor:
         return [os.getpid(), *live], self.cpu_of_dead, serving
 
 
-def _log_failure(task: asyncio.Task) -> None:
+def _reloaded(task: asyncio.Task) -> None:
     if not task.cancelled() and (e := task.exception()):
         log.error("reload failed, the running config stays: %r", e, exc_info=e)
+    systemd.notify("READY=1")
 
 
 def _signal(worker: Worker, sig: int) -> None:

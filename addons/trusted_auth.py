@@ -1,14 +1,17 @@
 """Trusted-auth mode (`[identity] trusted_auth = true`): the gateway is the
 authenticator of a Glance that runs without authtoken, and believes headers.
 
-On every request, not only uploads: every identity header the client sent is
-removed, the token is validated, and the gateway's own identity headers are
-set, each exactly once (Glance would join duplicates into one value). A
-request without a valid token is refused with 401, as authtoken would; only
-version discovery and the health check pass without one, marked Invalid.
-
-A sub-addon of GlanceGate: it runs after it, so an upload's identity comes
-from the gate's verdict and its token is validated once."""
+Two parts, on every request, not only uploads:
+- StripIdentity, an addon of its own placed before GlanceGate: every identity
+  header the client sent is removed first, whatever happens to the decision
+  after it (mitmproxy skips an addon's later hooks, and its children, when
+  one raises).
+- TrustedAuth, called by GlanceGate once the request is allowed: the token
+  is validated (an upload's was, by the gate) and the gateway's own identity
+  headers are set, each exactly once (Glance would join duplicates into one
+  value). A request without a valid token is refused with 401, as authtoken
+  would; only version discovery and the health check pass without one,
+  marked Invalid."""
 
 from __future__ import annotations
 
@@ -20,7 +23,7 @@ from addons import wire
 from addons.exchange import Exchange
 from policy import decision as rules
 from policy.decision import Identity
-from policy.identity import InvalidToken, Unavailable
+from policy.exceptions import InvalidToken, Unavailable
 from policy.identity.trusted import UNAUTHENTICATED_PATHS, identity_headers, is_identity_header
 from policy.routes import normalize
 
@@ -28,20 +31,31 @@ if TYPE_CHECKING:
     from addons.glance_gate import GlanceGate
 
 
+class StripIdentity:
+    def __init__(self, gate: GlanceGate):
+        self.gate = gate  # for its config, and to end the request if stripping fails
+
+    def requestheaders(self, flow: http.HTTPFlow) -> None:
+        config = self.gate.config
+        if config and not config.identity.trusted_auth:
+            return  # Glance's authtoken removes them itself, and reads X-Service-Token
+        try:
+            headers = flow.request.headers
+            for name in [name for name in headers if is_identity_header(name)]:
+                del headers[name]
+        except Exception:
+            self.gate.internal_error(flow, "StripIdentity.requestheaders")
+
+
 class TrustedAuth:
     def __init__(self, gate: GlanceGate):
         self.gate = gate
 
-    async def requestheaders(self, flow: http.HTTPFlow) -> None:
-        config, exchange = self.gate.config, flow.metadata.get("glance_gate")
-        if not config or not config.identity.trusted_auth or not exchange or exchange.finished:
-            return
-        headers = flow.request.headers
-        for name in [name for name in headers if is_identity_header(name)]:
-            del headers[name]
+    async def authenticate(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
+        """Sets the caller's identity headers, or refuses the request."""
         identity = await self._identity(flow, exchange)
         if not exchange.finished:
-            headers.update(identity_headers(identity))
+            flow.request.headers.update(identity_headers(identity))
 
     async def _identity(self, flow: http.HTTPFlow, exchange: Exchange) -> Identity | None:
         if exchange.verdict:  # an upload the gate allowed
@@ -57,7 +71,7 @@ class TrustedAuth:
             self.gate.refuse(flow, exchange, rules.bad_token(str(e)))
             return None
         except Unavailable as e:
-            self.gate.refuse(flow, exchange, rules.unavailable(e.dependency, e.detail))
+            self.gate.refuse(flow, exchange, rules.unavailable(e.dependency, e.detail, e.reason))
             return None
         wire.release_client(flow)
         return identity

@@ -5,26 +5,35 @@ to cut a streamed request so that the upstream sees an *incomplete* message:
 - a response set in `requestheaders` is sent only after the whole body is buffered;
 - a killed or raising stream hands the upstream a truncated but well-formed body.
 - a chunked request with trailers makes its HTTP/1 server raise, leaving the
-  client without an answer and the upstream with a half-sent body.
+  client without an answer and the upstream with a half-sent body;
+- an idle upstream connection is reused however long it idled, and one that
+  fails before its answer is a 502, even for a GET;
+- nothing closes a client connection on a deadline.
 So these helpers work on the asyncio transports of the flow's connection
-handler, and patch that one parser method. tests/test_wire_pin.py pins the
-mitmproxy version they were proven against (by test_early_rejection.py, the
-cut tests of test_upload_spec.py and test_hostile.py).
+handler, and patch that one parser method and HttpStream's protocol-error
+handler. tests/test_wire_pin.py pins the mitmproxy version they were proven
+against (by test_early_rejection.py, the cut tests of test_upload_spec.py,
+test_hostile.py, test_fail_closed.py, test_keepalive.py, test_slow_clients.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import socket
+import time
+import weakref
 from collections.abc import Callable
 
-from mitmproxy import ctx, http
+from mitmproxy import connection, ctx, http
+from mitmproxy.connection import Server
 from mitmproxy.proxy import mode_servers, server_hooks
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import commands
+from mitmproxy.proxy.layers import http as http_layer
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
-from mitmproxy.proxy.layers.http._events import ErrorCode
+from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestEndOfMessage, RequestHeaders,
+                                                   ResponseProtocolError)
 
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 # Reads of an upstream connection: Glance's answers (downloads) are never
@@ -33,19 +42,27 @@ TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 BULK_READ = 1024 * 1024
 
 
-def _transports_of(client_id: str):
-    handler = ctx.master.addons.get("proxyserver").connections.get(client_id)
+def _handler(client: connection.Client):
+    handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
     return handler, (handler.transports if handler else {})
 
 
 def _transports(flow: http.HTTPFlow):
-    return _transports_of(flow.client_conn.id)
+    return _handler(flow.client_conn)
 
 
 def _transport(flow: http.HTTPFlow, conn) -> asyncio.Transport | None:
     _, transports = _transports(flow)
     io = transports.get(conn)
     return io.writer.transport if io and io.writer else None
+
+
+def reset(client: connection.Client) -> None:
+    """Drop a client connection at once. mitmproxy's own close of a failed
+    TLS start leaves the client waiting for the server's handshake."""
+    _, transports = _handler(client)
+    if (io := transports.get(client)) and io.writer:
+        io.writer.transport.abort()
 
 
 def hold_client(flow: http.HTTPFlow) -> None:
@@ -101,6 +118,69 @@ def abort(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes
         handler.close_connection(flow.client_conn)
 
 
+# When each open upstream connection finished its last answer. mitmproxy reuses
+# a client's upstream connection for its next request while it looks open; it
+# has no idle bound of its own.
+_idle_since: weakref.WeakKeyDictionary[Server, float] = weakref.WeakKeyDictionary()
+
+
+def upstream_idle(flow: http.HTTPFlow) -> None:
+    """The answer is complete: the flow's upstream connection is idle from now."""
+    _idle_since[flow.server_conn] = time.monotonic()
+
+
+def drop_stale_upstream(flow: http.HTTPFlow, max_idle: float) -> None:
+    """Before mitmproxy picks an upstream connection for this request: close the
+    client's upstream connections idle longer than max_idle, so a fresh one is
+    opened. One the server is closing for its own keep-alive timeout at this
+    very moment would fail the request with 502, or cut an upload."""
+    handler, transports = _transports(flow)
+    now = time.monotonic()
+    for conn in [c for c in transports if isinstance(c, Server) and c.connected]:
+        if now - _idle_since.get(conn, now) > max_idle:
+            handler.close_connection(conn)  # marks it closed at once: it is not reused
+
+
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+RETRIED = "glance_gate_retried"  # flow.metadata: the request was sent again once
+
+
+def retry_on_fresh_connection() -> None:
+    """A bodyless GET/HEAD/OPTIONS whose reused upstream connection fails before
+    any byte of the answer (the server closed it as the request went out) is
+    sent once more, on a fresh connection, instead of answered 502. An upload
+    never is: its body is streamed and gone."""
+    stream = http_layer.HttpStream
+    if getattr(stream.handle_protocol_error, "retries", False):
+        return
+    handle_protocol_error = stream.handle_protocol_error
+
+    def handle_protocol_error_retrying(self, event):
+        flow = self.flow
+        if (isinstance(event, ResponseProtocolError) and not flow.metadata.get(RETRIED)
+                and flow.request.method in SAFE_METHODS and not flow.request.raw_content
+                and self.client_state == self.state_done
+                and self.server_state == self.state_wait_for_response_headers
+                and flow.server_conn in _idle_since):  # reused, not a first connect
+            flow.metadata[RETRIED] = True
+            yield commands.Log(f"retrying {flow.request.method} on a fresh upstream connection: {event.message}")
+            if (yield from self.make_server_connection()):
+                yield http_layer.SendHttp(RequestHeaders(self.stream_id, flow.request, True), self.context.server)
+                yield http_layer.SendHttp(RequestEndOfMessage(self.stream_id), self.context.server)
+            return
+        yield from handle_protocol_error(self, event)
+
+    handle_protocol_error_retrying.retries = True
+    stream.handle_protocol_error = handle_protocol_error_retrying
+
+
+def close_client(client) -> None:
+    """Close a client connection from outside its flows (a deadline)."""
+    handler = ctx.master.addons.get("proxyserver").connections.get(client.id)
+    if handler and client in handler.transports:
+        handler.close_connection(client)
+
+
 def refuse_request_trailers(answer: Callable[[], bytes]) -> None:
     """Turn mitmproxy's crash on request trailers into a refusal: the client
     gets `answer()`, and the request fails as if its framing were broken, so the
@@ -150,7 +230,7 @@ def stop_accepting() -> None:
 
 def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
     """Read an upstream connection in BULK_READ pieces (from `server_connected`)."""
-    _, transports = _transports_of(data.client.id)
+    _, transports = _handler(data.client)
     io = transports.get(data.server)
     if not io or not isinstance(io.reader, asyncio.StreamReader) or not io.writer:
         return

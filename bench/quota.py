@@ -3,11 +3,10 @@
     .venv/bin/python bench/quota.py [--ops 2000] [--redis-url redis://127.0.0.1:16379/0]
 
 Each op is one reserve of a Content-Length upload (the atomic check against
-usage + reservations + recent commits) then its commit, awaited one after the
-other on one asyncio loop, as the gateway does them. The project keeps every
-commit for the ledger's 10 minutes; the usage reading is renewed every
-`--reading-every` ops (what the 2 s usage cache does under load), so a reserve
-adds up the commits since its reading only. Without --redis-url a
+the usage the ledger holds + reservations) then its commit, awaited one after
+the other on one asyncio loop, as the gateway does them. The project keeps
+every commit in its log for the ledger's 10 minutes (for listings under way).
+Without --redis-url a
 redis-server (Debian's package, scripts/deps) is started on a free loopback
 port and stopped at the end. Prints median, p90 and p99 in microseconds.
 Figures only: nothing is asserted.
@@ -32,16 +31,15 @@ from policy.quota.reservations import KEEP_COMMITS_SECONDS  # noqa: E402
 from tests.redis_server import RedisServer  # noqa: E402
 
 
-async def measure(ledger: Ledger, ops: int, reading_every: int) -> dict[str, list[float]]:
-    project, usage = f"bench-{time.time_ns()}", Usage(0, 0)
+async def measure(ledger: Ledger, ops: int) -> dict[str, list[float]]:
+    project = f"bench-{time.time_ns()}"
+    await ledger.seed(project, Usage(0, 0), overwrite=False)
     timings: dict[str, list[float]] = {"reserve": [], "commit": []}
     for i in range(ops):
-        if i % reading_every == 0:
-            usage = Usage(0, await ledger.generation(project))
         t0 = time.perf_counter()
-        grant = await ledger.reserve(project, f"h{i}", 1024, usage, 1 << 50, UNLIMITED, partial=False)
+        grant = await ledger.reserve(project, f"h{i}", 1024, 1 << 50, UNLIMITED, partial=False)
         t1 = time.perf_counter()
-        await ledger.commit(project, f"h{i}")
+        await ledger.commit(project, f"h{i}", 1024)
         t2 = time.perf_counter()
         assert grant.bytes == 1024
         if i >= ops // 10:  # the first tenth warms up
@@ -59,7 +57,6 @@ def quantiles(values: list[float]) -> tuple[float, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--ops", type=int, default=2000)
-    parser.add_argument("--reading-every", type=int, default=20)
     parser.add_argument("--redis-url")
     args = parser.parse_args()
     server = None
@@ -68,15 +65,13 @@ def main() -> None:
     url = args.redis_url or server.url
     try:
         results = {
-            "memory": asyncio.run(measure(MemoryLedger(30, KEEP_COMMITS_SECONDS), args.ops, args.reading_every)),
-            "redis": asyncio.run(measure(RedisLedger(url, 1, 30, KEEP_COMMITS_SECONDS), args.ops,
-                                      args.reading_every)),
+            "memory": asyncio.run(measure(MemoryLedger(30, KEEP_COMMITS_SECONDS), args.ops)),
+            "redis": asyncio.run(measure(RedisLedger(url, 1, 30, KEEP_COMMITS_SECONDS), args.ops)),
         }
     finally:
         if server:
             server.stop()
-    print(f"{args.ops} reserve+commit pairs, one after the other, a new usage reading every "
-          f"{args.reading_every} (µs)")
+    print(f"{args.ops} reserve+commit pairs, one after the other (µs)")
     print(f"{'op':<8} {'ledger':<7} {'median':>8} {'p90':>8} {'p99':>8}")
     for op in ("reserve", "commit"):
         for name, timings in results.items():

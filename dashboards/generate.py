@@ -48,6 +48,12 @@ PANELS: list[tuple[str, str, list[dict]]] = [
     ("Uploads in flight", "short", [q(f"sum(glance_gate_uploads_in_flight{{{SEL}}})", "uploads")]),
     ("Quota reservations by outcome", "ops",
      [q(f"sum by (outcome) (rate(glance_gate_quota_reservations_total{{{SEL}}}[{RATE}]))", "{{outcome}}")]),
+    ("Quota reconciliation duration (one project)", "s",
+     quantiles("glance_gate_quota_reconcile_duration_seconds")),
+    ("Quota drift found by reconciliation (one project, either way)", "bytes",
+     [*quantiles("glance_gate_quota_drift_bytes"),
+      q(f"sum(rate(glance_gate_quota_drift_bytes_sum{{{SEL}}}[{RATE}])) / "
+        f"sum(rate(glance_gate_quota_drift_bytes_count{{{SEL}}}[{RATE}]))", "mean")]),
     ("Imports by method", "reqps",
      [q(f"sum by (method, reason) (rate(glance_gate_imports_total{{{SEL}}}[{RATE}]))", "{{method}} ({{reason}})")]),
     ("Token cache hit ratio", "percentunit",

@@ -5,7 +5,9 @@ full path (`quota.ledger_dwn: unknown key`)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import ssl
 import tomllib
 from pathlib import Path
 from typing import Annotated, Literal, NamedTuple
@@ -14,11 +16,9 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
+from policy.exceptions import ConfigError
+
 UNLIMITED = -1
-
-
-class ConfigError(ValueError):
-    pass
 
 
 class Address(NamedTuple):
@@ -63,7 +63,48 @@ def _keystone_root(value: object) -> str:
     return url
 
 
+def _ip(value: object) -> str:
+    try:
+        return str(ipaddress.ip_address(value if isinstance(value, str) else ""))
+    except ValueError:
+        raise ValueError(f"must be an IP address, got {value!r}") from None
+
+
+def _readable(value: object) -> str:
+    """A file the gateway can read now, or "" for none: a missing CA or key
+    file is refused at start rather than failing every connection."""
+    if not isinstance(value, str):
+        raise ValueError(f"must be a path, got {value!r}")
+    if value:
+        try:
+            Path(value).open("rb").close()
+        except OSError as e:
+            raise ValueError(f"cannot read {value}: {e.strerror}") from None
+    return value
+
+
+def _both(table: BaseModel, first: str, second: str) -> None:
+    """Two keys that only mean something together."""
+    for key, other in ((first, second), (second, first)):
+        if getattr(table, key) and not getattr(table, other):
+            raise _conflict(other, f"required with {key}")
+
+
+def _loads(key: str, ca_file: str = "", cert_file: str = "", key_file: str = "") -> None:
+    """The PEM files load as OpenSSL will load them for every connection."""
+    try:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        if ca_file:
+            context.load_verify_locations(ca_file)
+        if cert_file:
+            context.load_cert_chain(cert_file, key_file)
+    except ssl.SSLError as e:
+        raise _conflict(key, f"does not load: {e.reason or e}") from None
+
+
 HostPort = Annotated[Address, PlainValidator(_address)]
+IpAddress = Annotated[str, PlainValidator(_ip)]
+File = Annotated[str, PlainValidator(_readable)]
 Url = Annotated[str, PlainValidator(_url)]
 Text = Annotated[str, Field(min_length=1)]
 Seconds = Annotated[float, Field(gt=0)]
@@ -76,8 +117,12 @@ class Table(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, strict=True, validate_default=True)
 
 
-def _missing(key: str) -> PydanticCustomError:
-    return PydanticCustomError("missing", "required", {"key": key})
+def _missing(key: str, why: str = "required") -> PydanticCustomError:
+    return PydanticCustomError("missing", why, {"key": key})
+
+
+def _conflict(key: str, why: str) -> PydanticCustomError:
+    return PydanticCustomError("conflict", why, {"key": key})
 
 
 def _workers(value: object) -> int:
@@ -97,17 +142,89 @@ class Gateway(Table):
     client_idle_timeout_seconds: WholeSeconds = 60
     workers: Annotated[int, PlainValidator(_workers)] = 1  # processes serving `listen`
     drain_seconds: Seconds = 30  # on SIGTERM or reload, how long in-flight requests may finish
+    # an upstream connection idle this long is not reused: below Glance's keep-alive (gunicorn: 2 s)
+    upstream_keepalive_seconds: Seconds = 1
+    # slow clients: a request head must be whole this long after the connection opened, or
+    # after the previous answer ended; and a cap of open connections per client address
+    request_head_seconds: Seconds = 30
+    max_connections_per_client: Annotated[int, Field(ge=1)] = 128
+    # load balancers whose X-Forwarded-For names the client, for that cap only
+    trusted_proxies: Annotated[frozenset[IpAddress], Field(strict=False)] = frozenset()
+    # HTTPS on `listen` (PEM, the chain after the certificate), and nothing else
+    tls_cert_file: File = ""
+    tls_key_file: File = ""
+    # Glance's certificate is verified against this PEM bundle, else the system store
+    upstream_ca_file: File = ""
+    upstream_client_cert_file: File = ""  # mutual TLS to Glance
+    upstream_client_key_file: File = ""
+
+    @model_validator(mode="after")
+    def _tls(self) -> Gateway:
+        _both(self, "tls_cert_file", "tls_key_file")
+        _both(self, "upstream_client_cert_file", "upstream_client_key_file")
+        if not self.upstream.startswith("https:"):
+            for key in ("upstream_ca_file", "upstream_client_cert_file"):
+                if getattr(self, key):
+                    raise _conflict(key, "needs an https:// upstream")
+        _loads("tls_cert_file", cert_file=self.tls_cert_file, key_file=self.tls_key_file)
+        _loads("upstream_ca_file", ca_file=self.upstream_ca_file)
+        _loads("upstream_client_cert_file", cert_file=self.upstream_client_cert_file,
+               key_file=self.upstream_client_key_file)
+        return self
+
+
+PASSWORD_ENV = "GLANCE_GATE_KEYSTONE_PASSWORD"
+
+
+def _secret_file(path: str) -> str:
+    """The first line of a secret file (a trailing newline is not part of it)."""
+    return Path(path).read_text().split("\n", 1)[0] if path else ""
 
 
 class Keystone(Table):
     url: Annotated[str, PlainValidator(_keystone_root)]
-    username: Text
-    password: Text
-    project: Text
+    ca_file: File = ""  # Keystone's certificate (and the JWKS URL's) is verified against this, else the system store
+    # The gateway's own identity: a user and password (one of three ways), or an application credential.
+    username: str = ""
+    password: Annotated[str, Field(repr=False)] = ""
+    password_file: File = ""
+    project: str = ""
     user_domain: Text = "Default"
     project_domain: Text = "Default"
+    application_credential_id: str = ""
+    application_credential_secret_file: File = ""
     cache_seconds: WholeSeconds = 300
     timeout_seconds: Seconds = 5
+
+    @model_validator(mode="after")
+    def _identity(self) -> Keystone:
+        given = [key for key, set_ in (("keystone.password", self.password), ("keystone.password_file", self.password_file),
+                                       (PASSWORD_ENV, os.environ.get(PASSWORD_ENV)),
+                                       ("keystone.application_credential_id", self.application_credential_id)) if set_]
+        if len(given) != 1:
+            raise _conflict("password", f"set exactly one of keystone.password, keystone.password_file, {PASSWORD_ENV} "
+                                        f"or keystone.application_credential_id, got {', '.join(given) or 'none'}")
+        if self.application_credential_id:
+            _both(self, "application_credential_id", "application_credential_secret_file")
+            for key in ("username", "project"):  # the credential's own user and project are used
+                if getattr(self, key):
+                    raise _conflict(key, "must be unset with application_credential_id")
+        else:
+            for key in ("username", "project"):
+                if not getattr(self, key):
+                    raise _missing(key)
+            if self.application_credential_secret_file:
+                raise _conflict("application_credential_secret_file", "needs application_credential_id")
+        if not self.secret:  # a file with nothing in it
+            raise _conflict(given[0].removeprefix("keystone.").replace("_id", "_secret_file"), "is empty")
+        _loads("ca_file", ca_file=self.ca_file)
+        return self
+
+    @property
+    def secret(self) -> str:
+        """The password or the application credential's secret, wherever it is kept."""
+        return (self.password or _secret_file(self.password_file) or os.environ.get(PASSWORD_ENV, "")
+                or _secret_file(self.application_credential_secret_file))
 
 
 # Asymmetric signatures only: an HMAC algorithm would let anyone holding the
@@ -168,7 +285,9 @@ class Quota(Table):
     max_uploads: Count = UNLIMITED  # concurrent uploads per project
     keystone_limits: bool = False  # read image_size_total from Keystone's unified limits
     limits_cache_seconds: Seconds = 60
-    usage_cache_seconds: Seconds = 2
+    reconcile_seconds: Seconds = 300  # each project's usage re-listed at Glance this often
+    # listings of a project's images at Glance at once (cold projects, reconciliation)
+    max_listings: Annotated[int, Field(ge=1)] = 4
     # reservation step of an upload of unknown size; a step must outrun one socket read
     chunk_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024 * 1024
     ledger: Literal["memory", "redis"] = "memory"
@@ -204,6 +323,14 @@ class Config(Table):
             raise PydanticCustomError(
                 "conflict", 'needs a shared ledger: set quota.ledger = "redis" (quota.ledger = "memory" '
                 "is one process's), or workers = 1", {"key": "gateway.workers"})
+        return self
+
+    @model_validator(mode="after")
+    def _keystone_tls(self) -> Config:
+        # It verifies Keystone and the JWKS URL: with neither on https, it would verify nothing.
+        if self.keystone.ca_file and not any(url.startswith("https:")
+                                             for url in (self.keystone.url, self.identity.jwks_url)):
+            raise _conflict("keystone.ca_file", "needs an https:// keystone.url or identity.jwks_url")
         return self
 
 

@@ -60,9 +60,35 @@ def bad_token(detail: str) -> Decision:
     return Decision(401, "token", f"The request you have made requires authentication: {detail}.")
 
 
-def unavailable(dependency: str, detail: str) -> Decision:
-    return Decision(503, "upstream_unavailable",
-                    f"{dependency} is unavailable, so the upload cannot be checked: {detail}.")
+def unavailable(dependency: str, detail: str, reason: str = "upstream_unavailable") -> Decision:
+    """reason: "misconfigured" when the dependency refuses the gateway's own
+    identity or URL (policy.exceptions.Misconfigured): the detail says what to fix."""
+    return Decision(503, reason, f"{dependency} is unavailable, so the upload cannot be checked: {detail}.")
+
+
+def too_many_connections(address: str, cap: int) -> Decision:
+    return Decision(429, "too_many_connections",
+                    f"More than {cap} connections from {address}; close some and retry.")
+
+
+def internal() -> Decision:
+    """An unexpected error inside the gateway: the request ends here, never forwarded."""
+    return Decision(503, "internal", "The gateway failed to check the request, so it was not forwarded.")
+
+
+def parse_image_size(raw: bytes | None) -> int | None:
+    """`x-openstack-image-size` as Glance 33 reads it (RequestDeserializer.
+    _get_image_size): gunicorn hands it over latin-1 decoded, duplicates joined
+    by ",", and Glance calls int() on it. Raises ValueError where Glance answers 400."""
+    return None if raw is None else int(raw.decode("latin-1"))
+
+
+def check_image_size(raw: bytes | None) -> Decision | None:
+    try:
+        parse_image_size(raw)
+    except ValueError:
+        return Decision(400, "bad_request", "Invalid or missing image size in request headers.")
+    return None
 
 
 def check_media_type(content_type: str | None) -> Decision | None:
@@ -139,3 +165,8 @@ def check_import_body(content_length: int | None) -> Decision | None:
 def unknown_size_import(method: str) -> Decision:
     return Decision(413, "quota",
                     f"Import method {method!r} brings data of unknown size; this gateway's quota refuses it.")
+
+
+def plaintext() -> Decision:
+    """Plain HTTP on a port that serves HTTPS (gateway.tls_cert_file)."""
+    return Decision(400, "bad_request", "This port serves HTTPS only.")

@@ -10,8 +10,9 @@ from dataclasses import dataclass
 from policy import decision as rules
 from policy.config import Config
 from policy.decision import Decision, Identity, Image
+from policy.exceptions import InvalidToken, Unavailable
 from policy.glance import GlanceClient
-from policy.identity import InvalidToken, TokenValidator, Unavailable
+from policy.identity import TokenValidator
 from policy.quota.reservations import HardQuota, Hold
 from policy.routes import Route, is_uuid
 
@@ -28,11 +29,15 @@ class UploadRequest:
     content_type: str | None
     content_length: int | None
     chunked: bool
-    image_size: int | None = None  # x-openstack-image-size, for a chunked body
+    image_size: bytes | None = None  # x-openstack-image-size as sent, for a chunked body
 
     @property
     def declared_size(self) -> int | None:
-        return self.content_length if not self.chunked else self.image_size
+        """A size of 0 or less says nothing: the body is reserved as it streams."""
+        if not self.chunked:
+            return self.content_length
+        size = rules.parse_image_size(self.image_size)
+        return size if size and size > 0 else None
 
 
 @dataclass
@@ -74,12 +79,13 @@ class UploadGate:
         except InvalidToken as e:
             verdict.refusal = rules.bad_token(str(e))
         except Unavailable as e:
-            verdict.refusal = rules.unavailable(e.dependency, e.detail)
+            verdict.refusal = rules.unavailable(e.dependency, e.detail, e.reason)
         return verdict
 
     async def _decide(self, req: UploadRequest, verdict: Verdict) -> Decision | None:
         verdict.identity = identity = await self.tokens.validate(req.tokens)
         refusal = (rules.check_media_type(req.content_type)
+                   or rules.check_image_size(req.image_size)
                    or rules.check_body(req.content_length, req.chunked))
         if refusal:
             return refusal

@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from typing import Protocol
+import ssl
+from typing import TYPE_CHECKING, Protocol
 
 import httpx
 
 from policy import http
 from policy.decision import Identity, Image
-from policy.identity.keystone import InvalidToken, Unavailable
+from policy.exceptions import InvalidToken, Misconfigured, Unavailable
+
+if TYPE_CHECKING:
+    from policy.identity.keystone import KeystoneClient
 
 # Statuses whose data no longer counts against the owner's quota.
 NOT_STORED = frozenset({"deleted", "killed", "pending_delete"})
@@ -17,6 +20,8 @@ NOT_STORED = frozenset({"deleted", "killed", "pending_delete"})
 
 class Credentials(Protocol):
     """How the gateway's own calls tell Glance who is asking."""
+
+    fix: str  # what to change when Glance refuses the service identity
 
     def caller(self, token: str, identity: Identity) -> dict[str, str]: ...
 
@@ -26,32 +31,42 @@ class Credentials(Protocol):
 class TokenCredentials:
     """Glance runs authtoken: the caller's token, or the gateway's service token."""
 
-    def __init__(self, service_token: Callable[[], Awaitable[str]]):
-        self._service_token = service_token
+    def __init__(self, keystone: KeystoneClient, admin_roles: frozenset[str]):
+        self.keystone, self.admin_roles = keystone, admin_roles
+
+    fix = "give the service user Glance's admin role (admin by default), and check [keystone] project"
 
     def caller(self, token: str, identity: Identity) -> dict[str, str]:
         return {"X-Auth-Token": token}
 
     async def service(self) -> dict[str, str]:
-        return {"X-Auth-Token": await self._service_token()}
+        token = await self.keystone.service_token()
+        if not self.keystone.service_roles & self.admin_roles:
+            # Glance would answer 200 with only the images this user may see:
+            # usage would be undercounted, the quota open.
+            raise Misconfigured("glance", f"the service user {self.keystone.conf.username!r} has none of "
+                                f"policy.admin_roles, so Glance lists it only the images it may see",
+                                "give it Glance's admin role (admin by default)")
+        return {"X-Auth-Token": token}
 
 
 class GlanceClient:
-    def __init__(self, url: str, credentials: Credentials,
-                 timeout: float, client: httpx.AsyncClient | None = None):
+    def __init__(self, url: str, credentials: Credentials, timeout: float,
+                 tls: ssl.SSLContext | None = None, client: httpx.AsyncClient | None = None):
         self.url = url
         self.credentials = credentials
-        self._http = client or http.client(timeout)
+        self._http = client or http.client(timeout, tls)
 
     async def _get(self, path: str, auth: dict[str, str], params=None) -> httpx.Response:
-        try:
-            response = await self._http.get(self.url + path, params=params,
-                                            headers={**auth, "Accept": "application/json"})
-        except httpx.HTTPError as e:
-            raise Unavailable("glance", f"{type(e).__name__}: {e}") from None
-        if response.status_code >= 500:
-            raise Unavailable("glance", f"answered {response.status_code}")
-        return response
+        return await http.call(self._http, "glance", "GET", self.url + path, params=params,
+                               headers={**auth, "Accept": "application/json"})
+
+    async def _service_get(self, what: str, path: str, params=None) -> dict:
+        """A call with the gateway's own identity, which must succeed."""
+        response = await self._get(path, await self.credentials.service(), params)
+        if response.status_code != 200:
+            raise http.refused("glance", what, response, self.credentials.fix, "gateway.upstream")
+        return response.json()
 
     async def image(self, image_id: str, token: str, caller: Identity) -> Image | None:
         """The image as the caller sees it, so Glance's visibility rules apply;
@@ -68,12 +83,26 @@ class GlanceClient:
                      disk_format=body.get("disk_format"), container_format=body.get("container_format"),
                      size=body.get("size"), stores=_split(body.get("stores")))
 
+    async def stored_bytes(self, image_id: str) -> tuple[str, int] | None:
+        """The image's owner and the bytes it stores, as the quota counts them,
+        read with the gateway's own identity; None when there is no such image."""
+        response = await self._get(f"/v2/images/{image_id}", await self.credentials.service())
+        if response.status_code == 404:
+            return None
+        if response.status_code != 200:
+            raise http.refused("glance", "the image lookup", response, self.credentials.fix, "gateway.upstream")
+        return _owned(response.json())
+
     async def stores(self) -> tuple[str, ...]:
         """The ids of every store Glance has enabled."""
-        response = await self._get("/v2/info/stores", await self.credentials.service())
-        if response.status_code != 200:
-            raise Unavailable("glance", f"store list answered {response.status_code}")
-        return tuple(store["id"] for store in response.json()["stores"])
+        body = await self._service_get("the store list", "/v2/info/stores")
+        return tuple(store["id"] for store in body["stores"])
+
+    async def probe(self) -> None:
+        """What a quota decision needs: the listing of a project's images with
+        the gateway's own identity (any owner: the permission is the same)."""
+        await self._service_get("the image list", "/v2/images",
+                                {"owner": "glance-gate-probe", "visibility": "all", "limit": 1})
 
     async def usage(self, project_id: str) -> int:
         """Bytes stored by the project's images, as Glance's image_size_total
@@ -82,17 +111,18 @@ class GlanceClient:
         total, path = 0, "/v2/images"
         params = {"owner": project_id, "visibility": "all", "limit": 1000}
         while path:
-            response = await self._get(path, await self.credentials.service(), params)
-            if response.status_code != 200:
-                raise Unavailable("glance", f"image list answered {response.status_code}")
-            body = response.json()
-            total += sum(stored(image) for image in body["images"] if image["status"] not in NOT_STORED)
+            body = await self._service_get("the image list", path, params)
+            total += sum(_owned(image)[1] for image in body["images"])
             path, params = body.get("next"), None  # `next` carries its own query
         return total
 
 
 def _split(stores: str | None) -> tuple[str, ...]:
     return tuple(s for s in (stores or "").split(",") if s)
+
+
+def _owned(image: dict) -> tuple[str, int]:
+    return image.get("owner") or "", 0 if image["status"] in NOT_STORED else stored(image)
 
 
 def stored(image: dict) -> int:

@@ -15,10 +15,16 @@ UPLOAD = "upload"
 STAGE = "stage"
 IMPORT = "import"
 DOWNLOAD = "download"
+CHANGE = "change"  # may change what the image stores: update, delete, a store's copy, a new location
 OTHER = "other"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 _IMAGE_DATA = re.compile(r"^/images/([^/]*)/(file|stage|import)$", re.IGNORECASE)
+# Glance's routes that change an image's locations, status or owner: what its
+# image_size_total counts (size x locations of the owner's live images).
+_CHANGES = ((re.compile(r"^/images/([^/]*)$", re.IGNORECASE), {"PATCH", "DELETE"}),
+            (re.compile(r"^/stores/[^/]*/([^/]*)$", re.IGNORECASE), {"DELETE"}),
+            (re.compile(r"^/images/([^/]*)/locations$", re.IGNORECASE), {"POST"}))
 # A superset of the versions Glance 33 maps to v2 (v2, v2.0 … v2.18): policing a
 # path Glance would then answer with 300 costs nothing.
 _V2 = re.compile(r"v2(\.\d+)?", re.IGNORECASE)
@@ -73,8 +79,12 @@ def methods(method: str, path: str, content_type: str = "") -> set[str]:
 
 
 def classify(method: str, path: str, accept: str = "", content_type: str = "") -> Route:
-    match = _IMAGE_DATA.match(api_path(path, accept) or "")
+    api = api_path(path, accept) or ""
+    match = _IMAGE_DATA.match(api)
     if not match:
+        for pattern, changing in _CHANGES:
+            if (change := pattern.match(api)) and methods(method, path, content_type) & changing:
+                return Route(CHANGE, change.group(1))
         return Route(OTHER)
     image_id, action = match.group(1), match.group(2).lower()
     found = methods(method, path, content_type)

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from tests.stack import (REPO, Gateway, Stack, curl, free_port, load_cloud, load_identity_cloud,  # noqa: F401
-                         start_gateway, stop)
+                         load_tls_cloud, start_gateway, stop)
 
 QUOTA_B = 4 * 1024 * 1024  # projB's quota in these tests
 
@@ -23,7 +23,7 @@ QUOTA_B = 4 * 1024 * 1024  # projB's quota in these tests
 settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") else "default"))
 
-CLOUD_FIXTURES = {"cloud", "ident"}
+CLOUD_FIXTURES = {"cloud", "ident", "tls"}
 
 
 def pytest_collection_modifyitems(items) -> None:
@@ -50,6 +50,12 @@ def cloud() -> dict:
 def ident() -> dict:
     """The identity extras of the cloud (CLOUD_IDENTITY=1): JWS Keystone, trusted Glance."""
     return _loaded(load_identity_cloud)
+
+
+@pytest.fixture(scope="session")
+def tls() -> dict:
+    """The TLS extras of the cloud (CLOUD_TLS=1): HTTPS Keystone and Glance, the test CA."""
+    return _loaded(load_tls_cloud)
 
 
 @pytest.fixture(scope="session")

@@ -24,10 +24,15 @@ class Checker:
 
 
 class Glance:
-    """Glance's answers, fixed: the image (or why there is none) and the owner's usage."""
+    """Glance's answers, fixed: the image (or why there is none), the owner's
+    usage, and what the image stores (owner, bytes), which a test may change."""
 
     def __init__(self, image: Image | None | Exception, usage: int | Exception):
         self._image, self._usage = image, usage
+        self.stored: tuple[str, int] | None = None
+
+    async def stored_bytes(self, image_id: str) -> tuple[str, int] | None:
+        return self.stored
 
     async def image(self, image_id: str, token: str, caller: Identity) -> Image | None:
         if isinstance(self._image, Exception):

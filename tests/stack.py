@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -35,6 +36,14 @@ def load_identity_cloud() -> dict:
     path = STATE / "cloud-identity.json"
     if not path.exists():
         raise RuntimeError(f"{path} is missing: run `CLOUD_IDENTITY=1 scripts/cloud up` (scripts/test does)")
+    return json.loads(path.read_text())
+
+
+def load_tls_cloud() -> dict:
+    """The extras of `CLOUD_TLS=1 scripts/cloud up`: HTTPS Keystone and Glance, the test CA."""
+    path = STATE / "cloud-tls.json"
+    if not path.exists():
+        raise RuntimeError(f"{path} is missing: run `CLOUD_TLS=1 scripts/cloud up` (scripts/test does)")
     return json.loads(path.read_text())
 
 
@@ -173,11 +182,17 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
                  keystone: str | None = None, quota: dict[str, int] | None = None,
                  cache_seconds: int = 300, identity: dict | None = None,
                  quota_settings: dict | None = None, client_idle_timeout: int | None = None,
-                 gateway_settings: dict | None = None) -> Path:
-    """quota: per-project byte limits; quota_settings: any other [quota] key;
-    gateway_settings: any other [gateway] key; identity: the [identity] table."""
-    gw = stack.user("gateway")
+                 default_bytes: int = -1, service_user: dict | None = None,
+                 gateway_settings: dict | None = None, keystone_settings: dict | None = None) -> Path:
+    """quota: per-project byte limits, default_bytes everyone else's;
+    quota_settings: any other [quota] key; identity: the [identity] table;
+    service_user: the gateway's own Keystone user; gateway_settings,
+    keystone_settings: more keys of those tables, a value None drops the key
+    (e.g. the password)."""
+    gw = service_user or stack.user("gateway")
     quota = quota or {}
+    account = {"username": gw["username"], "password": gw["password"], "project": gw["project"],
+               **(keystone_settings or {})}
     lines = [
         "[gateway]",
         f'listen = "127.0.0.1:{port}"',
@@ -188,9 +203,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         *(f"{key} = {toml_value(value)}" for key, value in (gateway_settings or {}).items()),
         "[keystone]",
         f'url = "{keystone or stack.keystone}"',
-        f'username = "{gw["username"]}"',
-        f'password = "{gw["password"]}"',
-        f'project = "{gw["project"]}"',
+        *(f"{key} = {toml_value(value)}" for key, value in account.items() if value is not None),
         "timeout_seconds = 3",
         f"cache_seconds = {cache_seconds}",
         "[identity]",
@@ -200,7 +213,7 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
         "[audit]",
         f'path = "{path.with_suffix(".audit.jsonl")}"',
         "[quota]",
-        "default_bytes = -1",
+        f"default_bytes = {default_bytes}",
         *(f"{key} = {toml_value(value)}" for key, value in (quota_settings or {}).items()),
         "[quota.projects]",
         *(f'"{pid}" = {limit}' for pid, limit in quota.items()),
@@ -213,6 +226,12 @@ class Gateway:
     def __init__(self, url: str, proc: subprocess.Popen, log: Path, config: Path, metrics_port: int):
         self.url, self.proc, self.log, self.config = url, proc, log, config
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def probed(self) -> bool:
+        try:
+            return "glance_gate_dependency_up{" in httpx.get(self.metrics_url, timeout=10).text
+        except httpx.TransportError:
+            return False
 
     def log_text(self) -> str:
         return self.log.read_text()
@@ -237,26 +256,39 @@ class Gateway:
         return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None,
-                  mitmdump: bool = False, **config) -> Gateway:
+def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump: bool = False,
+                  fault: str = "", max_fds: int | None = None, **config) -> Gateway:
+    """fault: a step of the decision made to raise (tests/fault_injection.py); runs mitmdump.
+    max_fds: the gateway's limit of open files (RLIMIT_NOFILE)."""
     port, metrics_port = port or free_port(), free_port()
     conf = write_config(tmp / f"gateway-{port}.toml", stack, port=port, metrics_port=metrics_port, **config)
     log = tmp / f"gateway-{port}.log"
     bindir = Path(sys.executable).parent
-    env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir")}
-    if mitmdump:
+    env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir"), "GLANCE_GATE_FAULT": fault}
+    if mitmdump or fault:
         upstream = config.get("upstream") or stack.glance
+        scripts = [REPO / "tests" / "fault_injection.py"] * bool(fault) + [REPO / "addons" / "glance_gate.py"]
         cmd = [str(bindir / "mitmdump"), "--mode", f"reverse:{upstream}@127.0.0.1:{port}",
                "--set", f"confdir={tmp / 'confdir'}", "-q",
-               "-s", str(REPO / "addons" / "glance_gate.py"), "--set", f"glance_gate_config={conf}"]
+               *(arg for script in scripts for arg in ("-s", str(script))),
+               "--set", f"glance_gate_config={conf}"]
     else:
         cmd = [str(bindir / "glance-gate"), "--config", str(conf)]
-    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO)
-    wait_port(port, proc, log)
-    gw = Gateway(f"http://127.0.0.1:{port}", proc, log, conf, metrics_port)
-    if not mitmdump:  # the supervisor listens at once; its workers take a second
-        workers = (config.get("gateway_settings") or {}).get("workers", 1)
-        wait_serving(gw, workers)
+    limit = (lambda: resource.setrlimit(resource.RLIMIT_NOFILE, (max_fds, max_fds))) if max_fds else None
+    proc = subprocess.Popen(cmd, stdout=log.open("wb"), stderr=subprocess.STDOUT, env=env, cwd=REPO,
+                            preexec_fn=limit)
+    scheme = "https" if "tls_cert_file" in (config.get("gateway_settings") or {}) else "http"
+    gw = Gateway(f"{scheme}://127.0.0.1:{port}", proc, log, conf, metrics_port)
+    try:
+        wait_port(port, proc, log)
+        # Running, past mitmproxy's startup check (which exits on any error logged
+        # before it): the dependency probe has reported once.
+        wait_until(gw.probed, "the gateway never probed its dependencies")
+        if not (mitmdump or fault):  # the supervisor listens at once; its workers take a second
+            wait_serving(gw, (config.get("gateway_settings") or {}).get("workers", 1))
+    except BaseException:
+        stop(proc)  # never left running when it did not start
+        raise
     return gw
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from mitmproxy import exceptions, hooks, http
 from mitmproxy.addons.proxyserver import Proxyserver
+from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.test import taddons, tflow
 from prometheus_client import REGISTRY
 
@@ -76,7 +77,7 @@ def test_a_refused_upload_is_answered_at_the_gateway_and_finished_once(tmp_path)
 
     async def hooks():
         await gg.requestheaders(flow)
-        gg.response(flow)  # what comes after a refusal must not count it again
+        await gg.response(flow)  # what comes after a refusal must not count it again
         gg.error(flow)
     run(hooks)
 
@@ -185,14 +186,39 @@ def test_glance_answer_finishes_the_upload_once_with_its_status(tmp_path):
         flow.request.stream(b"")
         flow.response = http.Response.make(204, b"", {"x-openstack-request-id": "req-glance-1"})
         gg.responseheaders(flow)
-        gg.response(flow)
-        gg.response(flow)
+        await gg.response(flow)
+        await gg.response(flow)
     run(hooks)
 
     exchange = flow.metadata["glance_gate"]
     assert (exchange.status, exchange.source, exchange.request_id) == (204, "upstream", "req-glance-1")
     [record] = audit(tmp_path)
     assert (record["status"], record["bytes_transferred"], record["request_id"]) == (204, 4, "req-glance-1")
+
+
+def test_a_delete_frees_its_bytes_before_its_answer_is_sent(tmp_path):
+    """The image's bytes are read before the DELETE is forwarded; Glance's 204
+    is held (not streamed) until they are out of the owner's usage."""
+    gg = gateway(tmp_path, limit=10_000, usage=9_500)
+    glance = gg.gate.glance
+    flow = upload({"x-auth-token": "tok"}, path=f"/v2/images/{IMAGE_ID}")
+    flow.request.method = "DELETE"
+
+    async def hooks():
+        _, refused = await gg.gate.quota.reserve("projA", 1024)
+        glance.stored = ("projA", 9_000)
+        await gg.requestheaders(flow)
+        glance.stored = None  # deleted
+        flow.response = http.Response.make(204, b"")
+        gg.responseheaders(flow)
+        streamed = flow.response.stream
+        await gg.response(flow)
+        return refused, streamed, await gg.gate.quota.reserve("projA", 1024)
+    refused, streamed, (hold, refusal) = run(hooks)
+
+    assert refused.status == 413 and streamed is False
+    assert refusal is None and hold.used == 500
+    assert flow.metadata["glance_gate"].route.kind == "change"
 
 
 def test_other_requests_stream_through_untouched(tmp_path):
@@ -205,16 +231,17 @@ def test_other_requests_stream_through_untouched(tmp_path):
     assert audit(tmp_path) == []
 
 
-async def load(gg: GlanceGate, conf: Path | str, **options) -> dict:
+async def load(gg: GlanceGate, conf: Path | str, confdir: Path, **options) -> dict:
     """Loads the addon as mitmdump does, with --set glance_gate_config=conf
     and the given proxy options; returns the options it leaves."""
-    with taddons.context(Proxyserver()) as tctx:
-        tctx.options.update(**options)
+    with taddons.context(Proxyserver(), TlsConfig()) as tctx:
+        tctx.options.update(confdir=str(confdir), **options)
         tctx.options.update_defer(glance_gate_config=str(conf))  # until the addon declares it
         tctx.master.addons.add(gg)
         # As the master does at start: configure with every option.
         tctx.master.addons.invoke_addon_sync(gg, hooks.ConfigureHook(set(tctx.options.keys())))
-        return {key: getattr(tctx.options, key) for key in [*SAFE_OPTIONS, "tcp_timeout"]}
+        return {key: getattr(tctx.options, key) for key in [*SAFE_OPTIONS, "tcp_timeout", "ssl_insecure",
+                                                              "tls_version_client_min", "tls_version_server_min"]}
 
 
 def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
@@ -237,9 +264,34 @@ default_bytes = -1
 """)
     gg = GlanceGate()
     with pytest.raises(exceptions.OptionsError, match="glance_gate_config"):
-        asyncio.run(load(gg, ""))  # no config: never a proxy without its policy
-    options = asyncio.run(load(gg, conf, http2=True, connection_strategy="eager", tcp_timeout=600))
-    assert options == {**SAFE_OPTIONS, "tcp_timeout": 42}
+        asyncio.run(load(gg, "", tmp_path))  # no config: never a proxy without its policy
+    options = asyncio.run(load(gg, conf, tmp_path, http2=True, connection_strategy="eager", tcp_timeout=600,
+                               tls_version_client_min="TLS1"))
+    assert options == {**SAFE_OPTIONS, "tcp_timeout": 42, "ssl_insecure": False,
+                       "tls_version_client_min": "TLS1_2", "tls_version_server_min": "TLS1_2"}
+    gg.done()
+
+
+def test_ssl_insecure_is_overridden(tmp_path):
+    """mitmdump --set ssl_insecure=true would skip Glance's certificate check."""
+    conf = tmp_path / "config.toml"
+    conf.write_text(f"""
+[gateway]
+listen = "127.0.0.1:1"
+upstream = "https://127.0.0.1:2"
+metrics = "127.0.0.1:{free_port()}"
+[keystone]
+url = "http://127.0.0.1:3"
+username = "u"
+password = "p"
+project = "p"
+[audit]
+path = "{tmp_path / 'audit.jsonl'}"
+[quota]
+default_bytes = -1
+""")
+    gg = GlanceGate()
+    assert asyncio.run(load(gg, conf, tmp_path, ssl_insecure=True))["ssl_insecure"] is False
     gg.done()
 
 
@@ -247,4 +299,4 @@ def test_configure_refuses_a_config_naming_the_key(tmp_path):
     conf = tmp_path / "config.toml"
     conf.write_text('[gateway]\nlisten = "127.0.0.1:1"\nupstream = "http://127.0.0.1:2"\n')
     with pytest.raises(exceptions.OptionsError, match=r"gateway\.metrics"):
-        asyncio.run(load(GlanceGate(), conf))
+        asyncio.run(load(GlanceGate(), conf, tmp_path))

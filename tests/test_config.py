@@ -64,13 +64,27 @@ def test_example_config_is_valid():
     ({"keystone__cache_seconds": "soon"}, "keystone.cache_seconds: input should be a valid integer"),
     ({"keystone__cache_seconds": True}, "keystone.cache_seconds: input should be a valid integer, got True"),
     ({"keystone__cache_seconds": 0}, "keystone.cache_seconds: input should be greater than 0"),
-    ({"keystone__password": None}, "keystone.password: required"),
-    ({"keystone__password": ""}, "keystone.password: string should have at least 1 character"),
+    ({"keystone__password": None}, "keystone.password: set exactly one of keystone.password, keystone.password_file, "
+                                   "GLANCE_GATE_KEYSTONE_PASSWORD or keystone.application_credential_id, got none"),
+    ({"keystone__password": ""}, "keystone.password: set exactly one of"),
+    ({"keystone__username": None}, "keystone.username: required"),
+    ({"keystone__password_file": "/nonexistent"}, "keystone.password_file: cannot read /nonexistent: No such file"),
+    ({"keystone__ca_file": "/etc/ssl/certs/ca-certificates.crt"},
+     "keystone.ca_file: needs an https:// keystone.url or identity.jwks_url"),
+    ({"gateway__upstream_ca_file": "/etc/hostname"}, "gateway.upstream_ca_file: needs an https:// upstream"),
+    ({"gateway__tls_cert_file": "/etc/hostname"}, "gateway.tls_key_file: required with tls_cert_file"),
+    ({"gateway__upstream": "https://g:9292", "gateway__upstream_client_key_file": "/etc/hostname"},
+     "gateway.upstream_client_cert_file: required with upstream_client_key_file"),
+    ({"gateway__upstream": "https://g:9292", "gateway__upstream_ca_file": "/etc/hostname"},
+     "gateway.upstream_ca_file: does not load: NO_CERTIFICATE_OR_CRL_FOUND"),
     ({"gateway__listen": "nohost"}, "gateway.listen: must be host:port, got 'nohost'"),
     ({"gateway__upstream": "ftp://x"}, "gateway.upstream: must be an http(s) URL"),
     ({"gateway__upstream": "http://g:9292/v2"}, "gateway.upstream: must be scheme://host:port with no path"),
     ({"gateway__upstream_timeout_seconds": -1}, "gateway.upstream_timeout_seconds: input should be greater than 0"),
     ({"gateway__client_idle_timeout_seconds": 2.5}, "gateway.client_idle_timeout_seconds: input should be a valid integer"),
+    ({"gateway__trusted_proxies": ["lb.example"]}, "gateway.trusted_proxies.0: must be an IP address, got 'lb.example'"),
+    ({"gateway__max_connections_per_client": 0}, "gateway.max_connections_per_client: input should be greater than or equal to 1"),
+    ({"gateway__request_head_seconds": 0}, "gateway.request_head_seconds: input should be greater than 0"),
     ({"keystone__url": "http://k:5000/v2.0"}, "keystone.url: must be Keystone's root, without a version"),
     ({"keystone__url": "http://k:5000/?x=1"}, "keystone.url: must have no query or fragment"),
     ({"quota__default_bytes": -2}, "quota.default_bytes: input should be greater than or equal to -1"),
@@ -180,3 +194,66 @@ def test_example_config_keys_exist_in_the_schema():
 def test_readme_documents_exactly_the_schema():
     assert readme_keys() - schema_keys() == set()
     assert schema_keys() - readme_keys() == set()
+
+
+@pytest.fixture(scope="module")
+def pems(tmp_path_factory) -> dict[str, str]:
+    import trustme
+    tmp = tmp_path_factory.mktemp("pems")
+    ca, other = trustme.CA(), trustme.CA()
+    files = {"ca": tmp / "ca.pem", "chain": tmp / "chain.pem", "key": tmp / "key.pem", "other_key": tmp / "other.pem"}
+    ca.cert_pem.write_to_path(files["ca"])
+    leaf = ca.issue_cert("gw.example")
+    leaf.private_key_pem.write_to_path(files["key"])
+    for blob in leaf.cert_chain_pems:
+        blob.write_to_path(files["chain"], append=True)
+    other.issue_cert("gw.example").private_key_pem.write_to_path(files["other_key"])
+    return {name: str(path) for name, path in files.items()}
+
+
+def test_tls_files_load(pems):
+    c = configuration.parse(config_with(gateway__upstream="https://g:9292", gateway__upstream_ca_file=pems["ca"],
+                                        gateway__tls_cert_file=pems["chain"], gateway__tls_key_file=pems["key"],
+                                        gateway__upstream_client_cert_file=pems["chain"],
+                                        gateway__upstream_client_key_file=pems["key"],
+                                        keystone__url="https://k:5000", keystone__ca_file=pems["ca"]))
+    assert (c.gateway.tls_cert_file, c.keystone.ca_file) == (pems["chain"], pems["ca"])
+
+
+@pytest.mark.parametrize("key", ["tls", "upstream_client"])
+def test_a_key_that_is_not_the_certificates_is_refused(pems, key):
+    assert error(config_with(gateway__upstream="https://g:9292", **{f"gateway__{key}_cert_file": pems["chain"],
+                                                                    f"gateway__{key}_key_file": pems["other_key"]})
+                 ).startswith(f"gateway.{key}_cert_file: does not load: KEY_VALUES_MISMATCH")
+
+
+def test_the_password_from_a_file_or_the_environment(tmp_path, monkeypatch):
+    secret = tmp_path / "password"
+    secret.write_text("s3cret\n")
+    c = configuration.parse(config_with(keystone__password=None, keystone__password_file=str(secret)))
+    assert c.keystone.secret == "s3cret"  # the trailing newline is not part of it
+    assert "s3cret" not in repr(c)
+    monkeypatch.setenv("GLANCE_GATE_KEYSTONE_PASSWORD", "from-env")
+    assert configuration.parse(config_with(keystone__password=None)).keystone.secret == "from-env"
+    # two ways at once: which one would the gateway use?
+    assert error(config_with()) == (
+        "keystone.password: set exactly one of keystone.password, keystone.password_file, "
+        "GLANCE_GATE_KEYSTONE_PASSWORD or keystone.application_credential_id, "
+        "got keystone.password, GLANCE_GATE_KEYSTONE_PASSWORD")
+
+
+def test_an_application_credential_instead_of_a_user(tmp_path):
+    secret = tmp_path / "secret"
+    secret.write_text("app-secret")
+    app = dict(keystone__password=None, keystone__username=None, keystone__project=None,
+               keystone__application_credential_id="ac1", keystone__application_credential_secret_file=str(secret))
+    assert configuration.parse(config_with(**app)).keystone.secret == "app-secret"
+    assert error(config_with(**{**app, "keystone__password": "p"})).endswith(
+        "got keystone.password, keystone.application_credential_id")
+    assert error(config_with(**{**app, "keystone__username": "gw"})) == (
+        "keystone.username: must be unset with application_credential_id")
+    no_secret = {k: v for k, v in app.items() if k != "keystone__application_credential_secret_file"}
+    assert error(config_with(**no_secret)) == (
+        "keystone.application_credential_secret_file: required with application_credential_id")
+    secret.write_text("")
+    assert error(config_with(**app)) == "keystone.application_credential_secret_file: is empty"

@@ -10,12 +10,12 @@ import os
 import signal
 import socket
 import subprocess
-import threading
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.relay import Relay
 from tests.stack import (REPO, Gateway, Stack, connect, free_port, put_head, read_all, start_gateway, stop,
                          wait_port, wait_until)
 
@@ -194,66 +194,6 @@ def test_glance_killed_mid_upload(stack, tmp_path, own_glance):
 
 
 # -- Keystone -------------------------------------------------------------------------
-
-
-class Relay:
-    """A TCP relay on loopback in front of a real server. off(): connections
-    are refused and the open ones cut, as when the server is down; on(): back."""
-
-    def __init__(self, target_port: int):
-        self.target = ("127.0.0.1", target_port)
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self._open: set[socket.socket] = set()
-        self._lock = threading.Lock()
-        self._listener: socket.socket | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def on(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", self.port))
-        self._listener.settimeout(0.2)  # so that off() is noticed
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._accept, args=(self._listener,), daemon=True)
-        self._thread.start()
-
-    def off(self) -> None:
-        self._stop.set()
-        self._thread.join(5)
-        self._listener.close()
-        with self._lock:
-            for sock in self._open:
-                try:
-                    sock.shutdown(socket.SHUT_RDWR)  # wakes the pump blocked in recv
-                except OSError:
-                    pass
-                sock.close()
-            self._open.clear()
-
-    def _accept(self, listener: socket.socket) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = listener.accept()
-            except TimeoutError:
-                continue
-            client.settimeout(None)
-            try:
-                server = socket.create_connection(self.target, timeout=5)
-            except OSError:
-                client.close()
-                continue
-            with self._lock:
-                self._open |= {client, server}
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
-
-    def _pump(self, src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-            dst.shutdown(socket.SHUT_WR)
-        except OSError:  # the other side, or off(), closed it
-            pass
 
 
 def test_keystone_down_then_back(stack, tmp_path):

@@ -11,7 +11,7 @@ import pytest
 
 from policy.config import IdentityConf
 from policy.decision import Identity
-from policy.identity import InvalidToken
+from policy.exceptions import InvalidToken
 from policy.identity.jws import JwsVerifier
 from policy.identity.trusted import identity_headers, is_identity_header
 from tests.tokens import hs256_with, new_key, public_pem, unsigned

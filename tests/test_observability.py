@@ -26,7 +26,8 @@ def observed(stack, tmp_path_factory):
     """Two fresh gateways (one with Keystone unreachable, for 503) and a
     Prometheus scraping both every second."""
     tmp = tmp_path_factory.mktemp("observed")
-    gw = start_gateway(tmp, stack, quota={stack.user("userB")["project_id"]: QUOTA})
+    gw = start_gateway(tmp, stack, quota={stack.user("userB")["project_id"]: QUOTA},
+                       quota_settings={"reconcile_seconds": 1})
     broken = start_gateway(tmp, stack, keystone=f"http://127.0.0.1:{free_port()}")
     port = free_port()
     targets = [g.metrics_url.removeprefix("http://").removesuffix("/metrics") for g in (gw, broken)]
@@ -104,6 +105,8 @@ def traffic(stack, observed):
     sent = drive(stack, gw, broken)
     wait_for(prom, 'sum(glance_gate_requests_total{route="upload"})', sum(sent.values()))
     wait_for(prom, "sum(glance_gate_imports_total)", 1)
+    # projB, whose quota the traffic used, reconciled since
+    wait_for(prom, "count(sum(glance_gate_quota_reconcile_duration_seconds_count) >= 1)", 1)
     return sent
 
 

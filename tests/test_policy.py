@@ -8,7 +8,7 @@ from policy.config import UNLIMITED
 from policy.decision import Identity, Image, check_body, check_image, check_media_type, check_quota
 from policy.glance import stored as glance_stored
 from policy.identity.cache import TokenCache
-from policy.routes import DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
+from policy.routes import CHANGE, DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
 
 ID = "0cb9328d-dd8c-41bb-b378-404b854b93b9"
 ALICE = Identity("u1", "projA", frozenset({"member"}), expires_at=10_000)
@@ -38,6 +38,16 @@ ADMIN = Identity("u0", "admin", frozenset({"admin", "member"}), expires_at=10_00
     ("PUT", f"/v3/images/{ID}/file", OTHER),
     ("PUT", f"/images/{ID}/file", OTHER),
     ("PUT", f"/v2/images/{ID}/file.json", OTHER),
+    # what may change the bytes an image stores (its locations, status, owner)
+    ("DELETE", f"/v2/images/{ID}", CHANGE),
+    ("PATCH", f"//v2/images/{ID}/", CHANGE),
+    ("GET", f"/v2/images/{ID}?_method=DELETE", CHANGE),
+    ("DELETE", f"/v2/stores/fs2/{ID}", CHANGE),
+    ("POST", f"/v2/images/{ID}/locations", CHANGE),
+    ("GET", f"/v2/images/{ID}", OTHER),
+    ("GET", f"/v2/images/{ID}/locations", OTHER),
+    ("DELETE", f"/v2/images/{ID}/tags/t", OTHER),
+    ("DELETE", f"/v2/images/{ID}/members/m", OTHER),
 ])
 def test_classify(method, path, kind):
     route = classify(method, path)
@@ -154,3 +164,48 @@ def test_import_body_is_bounded():
     assert check_import_body(IMPORT_BODY_LIMIT) is None
     assert check_import_body(IMPORT_BODY_LIMIT + 1).status == 400
     assert check_import_body(None).status == 400  # chunked: no declared length
+
+
+def test_single_flight_shares_one_call_and_its_outcome():
+    import asyncio
+
+    from policy.singleflight import SingleFlight
+
+    calls = []
+
+    async def call(outcome):
+        calls.append(outcome)
+        await asyncio.sleep(0.01)
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    async def herd():
+        flights = SingleFlight()
+        first = asyncio.ensure_future(flights.run("k", lambda: call("first")))
+        await asyncio.sleep(0)
+        rest = [asyncio.ensure_future(flights.run("k", lambda: call("other"))) for _ in range(5)]
+        await asyncio.sleep(0)
+        first.cancel()  # the first caller leaves: the others still get the answer
+        values = await asyncio.gather(*rest)
+        failing = [flights.run("e", lambda: call(ValueError("no"))) for _ in range(3)]
+        errors = await asyncio.gather(*failing, return_exceptions=True)
+        return values, errors, flights.pending("k")
+
+    values, errors, pending = asyncio.run(herd())
+    assert values == ["first"] * 5 and not pending
+    assert [type(e) for e in errors] == [ValueError] * 3
+    assert len(calls) == 2  # one per key
+
+
+@pytest.mark.parametrize("peer, forwarded, counted", [
+    ("10.0.0.1", ["10.9.9.9"], "10.0.0.1"),  # not a trusted proxy: its header means nothing
+    ("192.0.2.1", ["10.0.0.7"], "10.0.0.7"),
+    ("192.0.2.1", ["10.0.0.99, 10.0.0.7"], "10.0.0.7"),  # the client's own hops are further left
+    ("192.0.2.1", ["10.0.0.7, 192.0.2.2"], "10.0.0.7"),  # through two trusted proxies
+    ("192.0.2.1", ["10.0.0.7", "10.0.0.8"], "10.0.0.8"),  # several headers: one list
+    ("192.0.2.1", [], "192.0.2.1"),
+])
+def test_client_address_for_the_connection_cap(peer, forwarded, counted):
+    from policy.clients import client_address
+    assert client_address(peer, forwarded, frozenset({"192.0.2.1", "192.0.2.2"})) == counted

@@ -13,8 +13,8 @@ from hypothesis import strategies as st
 
 from policy import config as configuration
 from policy.decision import Identity, Image, check_quota
+from policy.exceptions import InvalidToken, Unavailable
 from policy.gate import UploadRequest
-from policy.identity import InvalidToken, Unavailable
 from policy.routes import STAGE, UPLOAD, Route, classify, normalize
 from tests.fakes import config, upload_gate
 

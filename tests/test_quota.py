@@ -36,10 +36,19 @@ def projQ(stack: Stack) -> str:
 
 
 @pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
+def redis_module(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis")).start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def redis_server(redis_module):
+    """Empty: projQ's images were deleted behind the gateways' backs, so the
+    usage a previous test left in the ledger is stale, as each test's new
+    memory ledger is not."""
+    redis_module.cli("FLUSHALL")
+    return redis_module
 
 
 def glance_usage(stack: Stack, project: str) -> int:
@@ -423,3 +432,152 @@ def test_keystone_unified_limits_win_over_config(stack, projQ, tmp_path):
     finally:
         stop(gw.proc)
         assert stack.http.delete(f"{keystone}/limits/{limit_id}", headers=headers).status_code == 204
+
+
+def listings(stack: Stack, project: str) -> int:
+    """How many listings of the project's images Glance has answered so far."""
+    with open(stack.cloud["logs"]["glance"], errors="replace") as f:
+        return sum(f"GET /v2/images?owner={project}" in line for line in f)
+
+
+def reconciliations(gw) -> float:
+    return gw.metric("glance_gate_quota_reconcile_duration_seconds_count")
+
+
+def test_a_cold_project_costs_one_listing_shared_by_concurrent_uploads(stack, projQ, tmp_path):
+    """Eight first uploads at once into a project the gateway has not seen:
+    Glance lists its images once, and never again for the uploads after."""
+    gw = gateway(tmp_path, stack, projQ, 100 * MiB)
+    token = stack.token("userQ")
+    images = [stack.create_image(user="userQ") for _ in range(10)]
+    before = listings(stack, projQ)
+
+    def upload(image_id: str) -> int:
+        with httpx.Client(base_url=gw.url, timeout=60) as client:
+            return put(client, image_id, token, os.urandom(1000)).status_code
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            assert list(pool.map(upload, images[:8])) == [204] * 8
+        assert [upload(image_id) for image_id in images[8:]] == [204] * 2
+    finally:
+        stop(gw.proc)
+    assert listings(stack, projQ) - before == 1
+    assert glance_usage(stack, projQ) == 10 * 1000
+
+
+@pytest.mark.parametrize("ledger", ["memory", "redis"])
+def test_a_delete_through_the_gateway_frees_its_bytes_for_the_very_next_upload(stack, projQ, tmp_path,
+                                                                               request, ledger):
+    server = request.getfixturevalue("redis_server") if ledger == "redis" else None
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB, server)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        stored, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
+        data = os.urandom(2 * MiB)
+        assert put(client, stored, token, data).status_code == 204
+        assert_refusal(put(client, waiting, token, data), 413, "quota")
+        assert client.delete(f"/v2/images/{stored}", headers={"X-Auth-Token": token}).status_code == 204
+        assert put(client, waiting, token, data).status_code == 204
+        assert glance_usage(stack, projQ) == 2 * MiB
+        assert reconciliations(gw) == 0  # the delete did it, not a reconciliation
+    finally:
+        stop(gw.proc)
+
+
+def test_a_copy_deleted_from_a_store_through_the_gateway_frees_its_bytes(stack, projQ, tmp_path):
+    """A 2 MiB image copied into the second store counts twice; deleting that
+    copy (DELETE /v2/stores/fs2/{id}) through the gateway frees one."""
+    gw = gateway(tmp_path, stack, projQ, 5 * MiB)
+    token, admin = stack.token("userQ"), {"X-Auth-Token": stack.token("admin")}
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        image_id, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
+        assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
+        r = client.post(f"/v2/images/{image_id}/import", headers=admin,
+                        json={"method": {"name": "copy-image"}, "stores": ["fs2"]})
+        assert r.status_code == 202, r.text
+        wait_until(lambda: stack.image(image_id)["stores"] == "fs,fs2", "the copy into fs2")
+        data = os.urandom(2 * MiB)
+        assert_refusal(put(client, waiting, token, data), 413, "quota")
+        assert client.delete(f"/v2/stores/fs2/{image_id}", headers=admin).status_code == 204
+        assert put(client, waiting, token, data).status_code == 204
+        assert glance_usage(stack, projQ) == 4 * MiB
+    finally:
+        stop(gw.proc)
+
+
+def test_a_new_owner_takes_the_bytes_along(stack, projQ, tmp_path):
+    """An admin gives projQ's image to projB through the gateway: projQ's bytes are free at once."""
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        given, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
+        data = os.urandom(2 * MiB)
+        assert put(client, given, token, data).status_code == 204
+        assert_refusal(put(client, waiting, token, data), 413, "quota")
+        r = client.patch(f"/v2/images/{given}", json=[{"op": "replace", "path": "/owner",
+                                                      "value": stack.user("userB")["project_id"]}],
+                         headers={"X-Auth-Token": stack.token("admin"),
+                                  "Content-Type": "application/openstack-images-v2.1-json-patch"})
+        assert r.status_code == 200, r.text
+        assert put(client, waiting, token, data).status_code == 204
+        assert glance_usage(stack, projQ) == 2 * MiB
+    finally:
+        stop(gw.proc)
+        stack.delete_image(given, user="admin")
+
+
+def test_a_delete_made_directly_at_glance_frees_its_bytes_after_one_reconciliation(stack, projQ, tmp_path):
+    period = 4  # seconds between reconciliations: the steps below take a fraction of it
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB, reconcile_seconds=period)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        stored, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
+        data = os.urandom(2 * MiB)
+        assert put(client, stored, token, data).status_code == 204
+        done = wait_until(lambda: reconciliations(gw) or None, "a first reconciliation", 3 * period)
+        stack.delete_image(stored, user="userQ")  # behind the gateway's back
+        assert_refusal(put(client, waiting, token, data), 413, "quota")  # it does not know yet
+        wait_until(lambda: reconciliations(gw) > done, "the next reconciliation", 3 * period)
+        assert put(client, waiting, token, data).status_code == 204
+        assert gw.metric("glance_gate_quota_drift_bytes_sum") == 2 * MiB
+    finally:
+        stop(gw.proc)
+
+
+def test_reconciliation_while_uploads_race_lets_nothing_over_the_quota(stack, projQ, tmp_path, redis_server):
+    """Two gateways on Redis reconcile projQ every 50 ms while 24 uploads race,
+    2.4× the quota in all: the listings land between reservations and commits."""
+    quota = 10 * MiB
+    gateways = [gateway(tmp_path, stack, projQ, quota, redis_server, reconcile_seconds=0.05) for _ in range(2)]
+    rng = random.Random(7)
+    sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
+    token = stack.token("userQ")
+    images = [stack.create_image(user="userQ") for _ in sizes]
+    # Seeded once, so the reconciliations run throughout the race.
+    assert put(httpx.Client(base_url=gateways[0].url, timeout=60), images[0], token, b"x").status_code == 204
+    quota -= 1
+
+    def upload(i: int) -> int:
+        body = chunks(sizes[i]) if i % 2 else os.urandom(sizes[i])
+        with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
+            return put(client, images[i], token, body).status_code
+
+    try:
+        before = sum(map(reconciliations, gateways))
+        with ThreadPoolExecutor(len(sizes) - 1) as pool:
+            statuses = list(pool.map(upload, range(1, len(sizes))))
+        during = sum(map(reconciliations, gateways)) - before
+    finally:
+        for gw in gateways:
+            stop(gw.proc)
+    accepted = sum(size for size, status in zip(sizes[1:], statuses) if status == 204)
+    print(f"\n{during:.0f} reconciliations during the race; accepted {accepted} of {quota} bytes")
+    assert during >= 2
+    assert set(statuses) == {204, 413}, statuses
+    assert accepted <= quota
+    assert glance_usage(stack, projQ) == accepted + 1

@@ -2,7 +2,7 @@
 the Keystone client, and the front that ties them together."""
 
 from policy.identity.cache import TokenCache
-from policy.identity.keystone import InvalidToken, KeystoneClient, Unavailable
+from policy.identity.keystone import KeystoneClient
 from policy.identity.validator import TokenValidator
 
-__all__ = ["InvalidToken", "KeystoneClient", "TokenCache", "TokenValidator", "Unavailable"]
+__all__ = ["KeystoneClient", "TokenCache", "TokenValidator"]

@@ -8,13 +8,14 @@ thread so the proxy's event loop never waits on the network."""
 from __future__ import annotations
 
 import asyncio
+import ssl
 
 import jwt
 from jwt import PyJWKClient, PyJWKClientConnectionError, PyJWKClientError
 
 from policy.config import IdentityConf
 from policy.decision import Identity
-from policy.identity.keystone import InvalidToken, Unavailable
+from policy.exceptions import InvalidToken, Unavailable
 
 
 def claim(claims: dict, path: str):
@@ -30,9 +31,9 @@ def claim(claims: dict, path: str):
 class JwksVerifier:
     method = "jwt"
 
-    def __init__(self, conf: IdentityConf, timeout: float):
+    def __init__(self, conf: IdentityConf, timeout: float, tls: ssl.SSLContext):
         self.conf = conf
-        self.keys = PyJWKClient(conf.jwks_url, lifespan=conf.jwks_cache_seconds, timeout=timeout,
+        self.keys = PyJWKClient(conf.jwks_url, lifespan=conf.jwks_cache_seconds, timeout=timeout, ssl_context=tls,
                                 cooldown_duration=conf.jwks_refetch_cooldown_seconds)
 
     async def validate(self, token: str) -> Identity:
@@ -66,6 +67,8 @@ class JwksVerifier:
             return self.keys.get_signing_key(kid).key
         except PyJWKClientConnectionError as e:
             raise Unavailable("jwks", str(e)) from None
+        except ssl.SSLError as e:  # a TLS alert after the handshake, which pyjwt does not wrap
+            raise Unavailable("jwks", f"{type(e).__name__}: {e}") from None
         except PyJWKClientError as e:
             if self.keys.jwk_set_cache is None or self.keys.jwk_set_cache.get() is None:
                 raise Unavailable("jwks", str(e)) from None  # no usable key set at all

@@ -13,9 +13,10 @@ from pathlib import Path
 import jwt
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from policy.config import ConfigError, IdentityConf
+from policy.config import IdentityConf
 from policy.decision import Identity
-from policy.identity.keystone import InvalidToken, KeystoneClient
+from policy.exceptions import ConfigError, InvalidToken
+from policy.identity.keystone import KeystoneClient
 
 # What Keystone's JWSFormatter writes into every token it issues.
 REQUIRED_CLAIMS = ["sub", "exp", "iat", "openstack_methods", "openstack_audit_ids"]

@@ -12,20 +12,9 @@ import httpx
 from policy import http
 from policy.config import Keystone
 from policy.decision import Identity
+from policy.exceptions import InvalidToken, Unavailable
 
 _RENEW_MARGIN = 60  # seconds before expiry at which the service token is renewed
-
-
-class InvalidToken(Exception):
-    """Keystone says the token is not valid (unknown, expired or revoked)."""
-
-
-class Unavailable(Exception):
-    """A dependency could not answer; the decision fails closed (503)."""
-
-    def __init__(self, dependency: str, detail: str):
-        super().__init__(f"{dependency}: {detail}")
-        self.dependency, self.detail = dependency, detail
 
 
 def parse_expiry(value: str) -> float:
@@ -50,19 +39,15 @@ class KeystoneClient:
 
     def __init__(self, conf: Keystone, client: httpx.AsyncClient | None = None):
         self.conf = conf
-        self._http = client or http.client(conf.timeout_seconds)
+        self.tls = http.verifying(conf.ca_file)
+        self._http = client or http.client(conf.timeout_seconds, self.tls)
         self._service_token: str | None = None
         self._service_expires = 0.0
         self._login = asyncio.Lock()
+        self.service_roles: frozenset[str] = frozenset()  # the service token's, once logged in
 
     async def _request(self, method: str, path: str, **kw) -> httpx.Response:
-        try:
-            response = await self._http.request(method, self.conf.url + path, **kw)
-        except httpx.HTTPError as e:
-            raise Unavailable("keystone", f"{type(e).__name__}: {e}") from None
-        if response.status_code >= 500:
-            raise Unavailable("keystone", f"answered {response.status_code}")
-        return response
+        return await http.call(self._http, "keystone", method, self.conf.url + path, **kw)
 
     async def service_token(self, renew: bool = False) -> str:
         async with self._login:
@@ -71,29 +56,56 @@ class KeystoneClient:
             assert self._service_token
             return self._service_token
 
-    async def _authenticate(self) -> None:
+    def _auth(self) -> tuple[str, dict]:
+        """Who the gateway logs in as, and the body that does it."""
         c = self.conf
-        body = {"auth": {
+        try:
+            secret = c.secret
+        except OSError as e:  # the secret file was readable at start
+            raise Unavailable("keystone", f"cannot read the service secret: {e.strerror}") from None
+        if c.application_credential_id:  # scoped to its own project
+            return (f"application credential {c.application_credential_id}", {"auth": {"identity": {
+                "methods": ["application_credential"],
+                "application_credential": {"id": c.application_credential_id, "secret": secret}}}})
+        return (repr(c.username), {"auth": {
             "identity": {"methods": ["password"], "password": {"user": {
-                "name": c.username, "password": c.password, "domain": {"name": c.user_domain}}}},
+                "name": c.username, "password": secret, "domain": {"name": c.user_domain}}}},
             "scope": {"project": {"name": c.project, "domain": {"name": c.project_domain}}},
-        }}
+        }})
+
+    async def _authenticate(self) -> None:
+        who, body = self._auth()
         response = await self._request("POST", "/v3/auth/tokens?nocatalog", json=body)
         if response.status_code != 201:
             # The gateway's own credentials are wrong: no decision is possible.
-            raise Unavailable("keystone", f"service login as {c.username!r} failed with {response.status_code}")
+            fix = ("check [keystone] application_credential_id and application_credential_secret_file"
+                   if self.conf.application_credential_id else
+                   "check [keystone] username, password, project, user_domain and project_domain")
+            raise http.refused("keystone", f"the service login as {who}", response, fix, "keystone.url")
         self._service_token = response.headers["X-Subject-Token"]
-        self._service_expires = parse_expiry(response.json()["token"]["expires_at"])
+        token = response.json()["token"]
+        self._service_expires = parse_expiry(token["expires_at"])
+        self.service_roles = frozenset(role["name"] for role in token.get("roles", []))
 
     async def validate(self, token: str) -> Identity:
-        for renew in (False, True):
-            response = await self._request("GET", "/v3/auth/tokens?nocatalog", headers={
-                "X-Auth-Token": await self.service_token(renew), "X-Subject-Token": token})
-            if response.status_code == 200:
-                return identity_from(response.json())
-            if response.status_code in (401, 403) and not renew:
-                continue  # our service token lapsed or was revoked: log in again, once
-            if response.status_code == 404:
-                raise InvalidToken("the token is unknown, expired or revoked")
-            raise Unavailable("keystone", f"token validation answered {response.status_code}")
-        raise Unavailable("keystone", "the gateway's service token is refused")
+        response = await self._validate(token, renew=False)
+        if response.status_code in (401, 403):  # our service token lapsed or was revoked: log in again, once
+            response = await self._validate(token, renew=True)
+        if response.status_code == 200:
+            return identity_from(response.json())
+        if response.status_code == 404:
+            raise InvalidToken("the token is unknown, expired or revoked")
+        raise http.refused("keystone", "token validation", response,
+                           f"give the service user {self.conf.username!r} the service role "
+                           "(Keystone's policy lets it validate tokens)", "keystone.url")
+
+    async def _validate(self, token: str, renew: bool) -> httpx.Response:
+        return await self._request("GET", "/v3/auth/tokens?nocatalog", headers={
+            "X-Auth-Token": await self.service_token(renew), "X-Subject-Token": token})
+
+    async def probe(self, validate: bool) -> None:
+        """What decisions need: the service login, and (validate) the right to
+        validate a token, the service's own. Raises Unavailable or Misconfigured."""
+        token = await self.service_token()
+        if validate:
+            await self.validate(token)

@@ -19,11 +19,11 @@ def checker(config: Config, keystone: KeystoneClient) -> Checker:
         offline = JwsVerifier(ident, load_public_keys(ident.jws_public_keys))
         return offline if ident.jws_check == "offline" else ConfirmedJws(offline, keystone)
     if ident.mode == "jwt":
-        return JwksVerifier(ident, timeout=config.keystone.timeout_seconds)
+        return JwksVerifier(ident, timeout=config.keystone.timeout_seconds, tls=keystone.tls)
     return keystone
 
 
 def credentials(config: Config, keystone: KeystoneClient) -> Credentials:
     if config.identity.trusted_auth:
         return TrustedCredentials(config.policy.admin_roles)
-    return TokenCredentials(keystone.service_token)
+    return TokenCredentials(keystone, config.policy.admin_roles)

@@ -51,6 +51,8 @@ def service_identity(admin_roles: Iterable[str]) -> Identity:
 class TrustedCredentials:
     """The gateway's own calls to a Glance that trusts its identity headers."""
 
+    fix = "name Glance's admin role (admin by default) in policy.admin_roles"
+
     def __init__(self, admin_roles: Iterable[str]):
         self._service = identity_headers(service_identity(admin_roles))
 

@@ -8,7 +8,8 @@ from typing import Protocol
 
 from policy.decision import Identity
 from policy.identity.cache import TokenCache
-from policy.identity.keystone import InvalidToken, Unavailable
+from policy.singleflight import SingleFlight
+from policy.exceptions import InvalidToken, Unavailable
 
 Observer = Callable[[str, str, str], None]  # (method, result, cache)
 
@@ -28,23 +29,30 @@ class TokenValidator:
     def __init__(self, checker: Checker, cache: TokenCache, observe: Observer = _ignore):
         self.checker, self.cache, self.observe = checker, cache, observe
         self.method = checker.method
+        self._flights: SingleFlight[Identity] = SingleFlight()
 
     async def validate(self, tokens: list[str]) -> Identity:
         """tokens: every X-Auth-Token value of the request. Raises InvalidToken
-        or Unavailable; a network error is never taken for an invalid token."""
+        or Unavailable; a network error is never taken for an invalid token.
+        Concurrent first uses of one token share one check (cache="shared")."""
         token = self._single(tokens)
         if (identity := self.cache.get(token)) is not None:
             self.observe(self.method, "valid", "hit")
             return identity
+        cache = "shared" if self._flights.pending(token) else "miss"
         try:
-            identity = await self.checker.validate(token)
+            identity = await self._flights.run(token, lambda: self._check(token))
         except InvalidToken:
-            self.observe(self.method, "invalid", "miss")
+            self.observe(self.method, "invalid", cache)
             raise
         except Unavailable:
-            self.observe(self.method, "error", "miss")
+            self.observe(self.method, "error", cache)
             raise
-        self.observe(self.method, "valid", "miss")
+        self.observe(self.method, "valid", cache)
+        return identity
+
+    async def _check(self, token: str) -> Identity:
+        identity = await self.checker.validate(token)
         self.cache.put(token, identity)
         return identity
 

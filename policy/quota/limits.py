@@ -9,8 +9,9 @@ from collections.abc import Awaitable, Callable
 import httpx
 from cachetools import TTLCache
 
+from policy import http
 from policy.config import UNLIMITED, Quota
-from policy.identity import Unavailable
+from policy.exceptions import Unavailable
 
 MiB = 1024 * 1024
 RESOURCE = "image_size_total"
@@ -18,10 +19,11 @@ RESOURCE = "image_size_total"
 
 class Limits:
     def __init__(self, quota: Quota, keystone_url: str | None = None,
-                 service_token: Callable[[], Awaitable[str]] | None = None, timeout: float = 5):
+                 service_token: Callable[[], Awaitable[str]] | None = None,
+                 client: httpx.AsyncClient | None = None):
         self.quota = quota
         self._keystone, self._service_token = keystone_url, service_token
-        self._http = httpx.AsyncClient(timeout=timeout) if keystone_url else None
+        self._http = client
         self._cache: TTLCache = TTLCache(maxsize=10_000, ttl=quota.limits_cache_seconds)
         self._service_id: str | None = None
 
@@ -54,11 +56,10 @@ class Limits:
 
     async def _get(self, path: str, params: dict) -> dict:
         assert self._http and self._service_token
-        try:
-            response = await self._http.get(self._keystone + path, params=params,
-                                            headers={"X-Auth-Token": await self._service_token()})
-        except httpx.HTTPError as e:
-            raise Unavailable("keystone", f"{type(e).__name__}: {e}") from None
+        response = await http.call(self._http, "keystone", "GET", self._keystone + path, params=params,
+                                   headers={"X-Auth-Token": await self._service_token()})
         if response.status_code != 200:
-            raise Unavailable("keystone", f"{path} answered {response.status_code}")
+            raise http.refused("keystone", path, response,
+                               "give the service user a role that may read limits (reader on the system, "
+                               "or admin)", "keystone.url")
         return response.json()

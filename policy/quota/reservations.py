@@ -1,28 +1,34 @@
-"""Reservations: what an upload may send, decided before it is forwarded.
-
-Usage comes from Glance (cached briefly, invalidated by this gateway's own
-commits); the ledger adds what is in flight and what was committed since the
-reading began, and grants atomically."""
+"""Reservations: what an upload may send, decided before it is forwarded,
+against the usage the ledger holds (policy/quota/ledger.py) and what is in
+flight. A project the ledger holds no usage for costs one listing at Glance,
+shared by every decision waiting for it; the listings running at once are
+bounded. A reconciliation re-lists each project now and then, off the
+request path, and corrects the usage held."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 
 from policy import decision as rules
 from policy.config import UNLIMITED, Quota
 from policy.decision import Decision
+from policy.exceptions import Unavailable
 from policy.glance import GlanceClient
-from policy.identity import Unavailable
-from policy.quota.ledger import Grant, Ledger, Usage
+from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded, Usage
 from policy.quota.limits import Limits
+from policy.singleflight import SingleFlight
 
-# How long a commit counts on top of usage readings that may predate it. A
-# growing upload may extend from a reading up to half that old: it then needs
-# no new reading from Glance, whose workers may all be busy with uploads.
+log = logging.getLogger("glance_gate.quota")
+
+# How long a commit stays in the ledger's log, for a listing under way to add.
+# A listing that took longer than half of it is not trusted.
 KEEP_COMMITS_SECONDS = 600
-EXTEND_READING_SECONDS = KEEP_COMMITS_SECONDS / 2
+LISTING_MAX_SECONDS = KEEP_COMMITS_SECONDS / 2
 
 # mitmproxy reads a socket 64 KiB at a time: with this much grant left and more
 # on its way, the client is paused, so one read can never cross a grant that
@@ -33,25 +39,37 @@ HEADROOM = 256 * 1024
 class HardQuota:
     def __init__(self, quota: Quota, limits: Limits, glance: GlanceClient, ledger: Ledger):
         self.quota, self.limits, self.glance, self.ledger = quota, limits, glance, ledger
-        self._usage: dict[str, tuple[Usage, float]] = {}
-        self._invalidated: set[str] = set()  # a reading older than this gateway's last commit
+        self._listings = asyncio.Semaphore(quota.max_listings)
+        self._seeding: SingleFlight[None] = SingleFlight()  # project -> its one listing under way
+        self._seen: dict[str, float] = {}  # project -> last decision: the ones to reconcile
 
-    async def usage(self, project: str, max_age: float | None = None) -> Usage:
-        """A new reservation wants a fresh reading; a growing one takes an older one
-        (max_age), which the ledger's recent commits complete."""
-        cached, at = self._usage.get(project, (None, 0.0))
-        fresh = max_age is not None or project not in self._invalidated
-        if cached and fresh and time.monotonic() - at < (max_age or self.quota.usage_cache_seconds):
-            return cached
-        started = time.monotonic()
-        generation = await self.ledger.generation(project)  # before Glance: see ledger.py
-        usage = Usage(await self.glance.usage(project), generation)
-        self._usage[project] = (usage, started)
-        self._invalidated.discard(project)
-        return usage
+    async def _listing(self, project: str) -> Usage:
+        """One listing of the project's images, at most max_listings at once."""
+        async with self._listings:
+            started = time.monotonic()
+            generation = await self.ledger.generation(project)  # before Glance: see ledger.py
+            stored = await self.glance.usage(project)
+        if (took := time.monotonic() - started) > LISTING_MAX_SECONDS:
+            raise Unavailable("glance", f"listing the images of {project} took {took:.0f} s")
+        return Usage(stored, generation)
 
-    def invalidate_usage(self, project: str) -> None:
-        self._invalidated.add(project)
+    async def _seed(self, project: str) -> None:
+        """Concurrent cold decisions for one project share one listing."""
+        await self._seeding.run(project, lambda: self._seed_once(project))
+
+    async def _seed_once(self, project: str) -> None:
+        await self.ledger.seed(project, await self._listing(project), overwrite=False)
+
+    async def ask(self, project: str, ask: Callable[[], Awaitable[Grant | None]]) -> Grant | None:
+        """The ledger's answer, the project's usage seeded first if it holds none."""
+        try:
+            return await ask()
+        except Unseeded:
+            await self._seed(project)
+        try:
+            return await ask()
+        except Unseeded:  # lost again at once: Redis restarted empty, say
+            raise Unavailable("quota ledger", "the project's usage was lost while it was read") from None
 
     async def reserve(self, owner: str, size: int | None) -> tuple[Hold | None, Decision | None]:
         """A hold of `size` bytes, or of a first step when the size is unknown;
@@ -59,16 +77,83 @@ class HardQuota:
         limit, cap = await self.limits.limit_for(owner), self.quota.max_uploads
         if limit == UNLIMITED and cap == UNLIMITED:
             return None, None
-        usage = await self.usage(owner) if limit != UNLIMITED else Usage(0, 0)
         partial = size is None
         amount = self.quota.chunk_bytes if partial else size
         hold_id = str(uuid.uuid4())
-        grant = await self.ledger.reserve(owner, hold_id, amount, usage, limit, cap, partial)
+        if limit != UNLIMITED:
+            self._seen[owner] = time.monotonic()
+        grant = await self.ask(owner, lambda: self.ledger.reserve(owner, hold_id, amount, limit, cap, partial))
+        assert grant is not None
         if cap != UNLIMITED and grant.uploads >= cap:
             return None, rules.too_many_uploads(grant.uploads, cap)
         if not grant.bytes:
             return None, rules.quota_exceeded(grant.used, limit)
         return Hold(self, owner, hold_id, limit, grant, incremental=partial), None
+
+    async def changing(self, image_id: str) -> Change | None:
+        """What the image stores before a change (policy.routes.CHANGE) is
+        forwarded; None when that cannot be read: the reconciliation sees it."""
+        try:
+            return Change(image_id, await self.glance.stored_bytes(image_id))
+        except Unavailable as e:
+            log.warning("cannot read image %s before its change, left to the reconciliation: %s", image_id, e)
+            return None
+
+    async def changed(self, change: Change) -> None:
+        """Glance made the change (a delete, a store's copy removed, a location
+        added, a new owner): what the image stores now, less what it stored
+        before, goes into its owners' usage."""
+        try:
+            after = await self.glance.stored_bytes(change.image_id)
+            deltas: dict[str, int] = {}
+            for image, sign in ((change.before, -1), (after, 1)):
+                if image and image[0]:
+                    deltas[image[0]] = deltas.get(image[0], 0) + sign * image[1]
+            for owner, delta in deltas.items():
+                if delta:
+                    await self.ledger.adjust(owner, delta)
+        except Unavailable as e:
+            log.warning("cannot account for the change of image %s, left to the reconciliation: %s",
+                        change.image_id, e)
+
+    async def reconcile(self, project: str, claim_seconds: float) -> int | None:
+        """Re-lists the project and corrects the usage held: the correction
+        (bytes), None when another gateway reconciles it or none was held."""
+        if not await self.ledger.claim(project, claim_seconds):
+            return None
+        return await self.ledger.seed(project, await self._listing(project), overwrite=True)
+
+    async def reconcile_forever(self, observe: Callable[[float, int], None]) -> None:
+        """Every reconcile_seconds, each project a decision needed lately, one
+        at a time; observe(seconds, correction) for each one reconciled."""
+        period = self.quota.reconcile_seconds
+        while True:
+            await asyncio.sleep(period)
+            for project, seen in list(self._seen.items()):
+                if time.monotonic() - seen > IDLE_SECONDS:
+                    del self._seen[project]
+                    await self.ledger.forget(project)
+                    continue
+                started = time.monotonic()
+                try:
+                    # Claimed for most of a period: another replica's pass skips it.
+                    correction = await self.reconcile(project, period * 0.8)
+                except Unavailable as e:
+                    log.warning("cannot reconcile the usage of %s: %s", project, e)
+                    continue
+                except Exception:  # the loop outlives any one project's failure
+                    log.exception("reconciling the usage of %s failed", project)
+                    continue
+                if correction is not None:
+                    observe(time.monotonic() - started, correction)
+                    if correction:
+                        log.info("usage of %s corrected by %+d bytes", project, correction)
+
+
+@dataclass(frozen=True)
+class Change:
+    image_id: str
+    before: tuple[str, int] | None  # owner, bytes stored; None: no such image
 
 
 class Hold:
@@ -101,11 +186,11 @@ class Hold:
         return self._extend()
 
     async def _extend(self) -> None:
+        ledger = self.quota.ledger
         try:
-            usage = await self.quota.usage(self.owner, max_age=EXTEND_READING_SECONDS)
-            grant = await self.quota.ledger.extend(self.owner, self.id, self.step, usage, self.limit)
+            grant = await self.quota.ask(self.owner, lambda: ledger.extend(self.owner, self.id, self.step, self.limit))
         except Unavailable as e:
-            grant, self.failure = None, rules.unavailable(e.dependency, e.detail)
+            grant, self.failure = None, rules.unavailable(e.dependency, e.detail, e.reason)
         finally:
             self.extending = False
         if grant is None:
@@ -120,10 +205,10 @@ class Hold:
         """False when the lease ran out, so the upload is no longer accounted for."""
         return await self.quota.ledger.renew(self.owner, self.id)
 
-    async def settle(self, stored: bool) -> None:
-        """Commit what Glance stored, release the rest."""
+    async def settle(self, stored: bool, transferred: int | None = None) -> None:
+        """Commit what Glance stored (the body's bytes, or all that was granted),
+        release the rest."""
         if stored:
-            await self.quota.ledger.commit(self.owner, self.id)
-            self.quota.invalidate_usage(self.owner)
+            await self.quota.ledger.commit(self.owner, self.id, self.granted if transferred is None else transferred)
         else:
             await self.quota.ledger.release(self.owner, self.id)

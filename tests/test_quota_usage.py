@@ -1,0 +1,75 @@
+"""Where a decision's usage comes from, offline: HardQuota over the memory
+ledger, and a Glance that answers listings slowly over httpx's mock transport,
+counting how many run at once."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+
+from policy.config import Quota
+from policy.glance import GlanceClient, TokenCredentials
+from policy.quota.ledger import MemoryLedger
+from policy.quota.limits import Limits
+from policy.quota.reservations import HardQuota
+
+
+class SlowGlance:
+    """Lists `stored` bytes for every project, each listing taking a while."""
+
+    def __init__(self, stored: int = 0):
+        self.stored, self.running, self.most, self.listed = stored, 0, 0, []
+
+    async def __call__(self, request: httpx.Request) -> httpx.Response:
+        assert request.url.path == "/v2/images"
+        self.running += 1
+        self.most = max(self.most, self.running)
+        await asyncio.sleep(0.05)
+        self.running -= 1
+        self.listed.append(request.url.params["owner"])
+        return httpx.Response(200, json={"images": [
+            {"status": "active", "size": self.stored, "owner": request.url.params["owner"]}]})
+
+
+class ServiceLogin:
+    """The gateway's service identity, with the admin role Glance's listing needs."""
+
+    service_roles = frozenset({"admin"})
+
+    async def service_token(self) -> str:
+        return "service-token"
+
+
+def quota(glance: SlowGlance, limit: int = 100, max_listings: int = 2) -> HardQuota:
+    conf = Quota(default_bytes=limit, max_listings=max_listings)
+    client = GlanceClient("http://glance", TokenCredentials(ServiceLogin(), frozenset({"admin"})), 5,
+                          client=httpx.AsyncClient(transport=httpx.MockTransport(glance)))
+    return HardQuota(conf, Limits(conf), client, MemoryLedger(30, 600))
+
+
+def test_a_burst_of_cold_projects_runs_at_most_max_listings_at_once():
+    glance = SlowGlance()
+
+    async def go():
+        q = quota(glance, max_listings=2)
+        results = await asyncio.gather(*(q.reserve(f"p{i}", 10) for i in range(12)))
+        return [hold for hold, refusal in results if hold and not refusal]
+    assert len(asyncio.run(go())) == 12
+    assert glance.most == 2
+    assert sorted(glance.listed) == sorted(f"p{i}" for i in range(12))
+
+
+def test_concurrent_cold_decisions_of_one_project_share_one_listing_then_none():
+    glance = SlowGlance(stored=60)
+
+    async def go():
+        q = quota(glance, limit=100)
+        first = await asyncio.gather(*(q.reserve("p", 10) for _ in range(6)))
+        later = await q.reserve("p", 10)
+        return first, later
+    first, (later, refusal) = asyncio.run(go())
+    assert glance.listed == ["p"]
+    # 60 stored: four reservations of 10 fit, then the limit
+    assert sum(hold is not None for hold, _ in first) == 4
+    assert later is None and refusal.status == 413
