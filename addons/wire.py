@@ -19,6 +19,7 @@ test_hostile.py, test_fail_closed.py, test_keepalive.py, test_slow_clients.py).
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import time
 import weakref
@@ -163,7 +164,9 @@ def retry_on_fresh_connection() -> None:
                 and self.server_state == self.state_wait_for_response_headers
                 and flow.server_conn in _idle_since):  # reused, not a first connect
             flow.metadata[RETRIED] = True
-            yield commands.Log(f"retrying {flow.request.method} on a fresh upstream connection: {event.message}")
+            # a warning: it survives the lean Master's quiet connection log (addons/main.py)
+            yield commands.Log(f"retrying {flow.request.method} on a fresh upstream connection: {event.message}",
+                               logging.WARNING)
             if (yield from self.make_server_connection()):
                 yield http_layer.SendHttp(RequestHeaders(self.stream_id, flow.request, True), self.context.server)
                 yield http_layer.SendHttp(RequestEndOfMessage(self.stream_id), self.context.server)
