@@ -273,13 +273,11 @@ class GlanceGate:
 
     def responseheaders(self, flow: http.HTTPFlow) -> None:
         assert flow.response
-        flow.response.stream = True
-        if self.draining:
-            flow.response.headers["connection"] = "close"
-
         exchange = flow.metadata.get("glance_gate")
         # A change's small answer is held until its bytes are in the ledger (`response`).
         flow.response.stream = not (exchange and exchange.change)
+        if self.draining:
+            flow.response.headers["connection"] = "close"
 
     async def response(self, flow: http.HTTPFlow) -> None:
         wire.upstream_idle(flow)
