@@ -4,9 +4,7 @@ aborted), answering "who uploaded what". Never the token."""
 from __future__ import annotations
 
 import json
-import logging
-import logging.handlers
-import sys
+import os
 from datetime import datetime, timezone
 
 from addons.exchange import Exchange
@@ -37,22 +35,35 @@ def record(exchange: Exchange) -> dict:
 
 
 class AuditTrail:
-    """Writes to a file (reopened when logrotate moves it) or to stdout ("-")."""
+    """Writes to a file, or to stdout ("-"). Each line is one write() to a
+    descriptor opened with O_APPEND, so the lines of several workers appending
+    to one file never interleave. A file moved away (logrotate) is reopened
+    at the next line, as logging's WatchedFileHandler does."""
 
     def __init__(self, path: str):
         self.path = path
-        self._log = logging.getLogger(f"glance_gate.audit.{id(self)}")
-        self._log.propagate = False  # not mixed into the proxy's own log
-        self._log.setLevel(logging.INFO)
-        handler = (logging.StreamHandler(sys.stdout) if path == "-"
-                   else logging.handlers.WatchedFileHandler(path, encoding="utf-8"))
-        handler.setFormatter(logging.Formatter("%(message)s"))
-        self._log.addHandler(handler)
-        self._handler = handler
+        self._fd = 1 if path == "-" else self._open()
+
+    def _open(self) -> int:
+        return os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o640)
+
+    def _reopen_if_moved(self) -> None:
+        try:
+            st = os.stat(self.path)
+        except FileNotFoundError:
+            st = None
+        fst = os.fstat(self._fd)
+        if st is None or (st.st_dev, st.st_ino) != (fst.st_dev, fst.st_ino):
+            os.close(self._fd)
+            self._fd = self._open()
 
     def write(self, exchange: Exchange) -> None:
-        self._log.info(json.dumps(record(exchange), separators=(",", ":")))
+        line = (json.dumps(record(exchange), separators=(",", ":")) + "\n").encode()
+        if self.path != "-":
+            self._reopen_if_moved()
+        while line:  # one write() for a file; a pipe (stdout) may take a long line in parts
+            line = line[os.write(self._fd, line):]
 
     def close(self) -> None:
-        self._log.removeHandler(self._handler)
-        self._handler.close()
+        if self.path != "-":
+            os.close(self._fd)

@@ -97,12 +97,14 @@ class UploadStream:
 
 
 class GlanceGate:
-    def __init__(self) -> None:
+    def __init__(self, metrics_: metrics.Metrics | None = None) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
         self.probes: dict[str, health.Probe] = {}
         self.audit: AuditTrail | None = None
-        self.metrics = metrics.Metrics()
+        self.metrics = metrics_ or metrics.Metrics()
+        self.in_flight = 0  # requests begun and not finished: what a drain waits for
+        self.draining = False  # answers then close their connection, so clients move on
         self._reconciling: asyncio.Task | None = None
         self.trusted = TrustedAuth(self)
         self.tls_options: dict = {}
@@ -151,6 +153,9 @@ class GlanceGate:
             self._reconciling.cancel()
         self._reconciling = asyncio.get_running_loop().create_task(
             self.gate.quota.reconcile_forever(metrics.reconciled))
+
+    def server_connected(self, data) -> None:
+        wire.bulk_reads(data)
 
     def done(self) -> None:
         self.metrics.done()
@@ -251,6 +256,7 @@ class GlanceGate:
             declared=size if size is not None and size >= 0 else None,
         )
         flow.metadata["glance_gate"] = exchange
+        self.in_flight += 1
         return exchange, invalid
 
     async def _decide(self, flow: http.HTTPFlow, exchange: Exchange) -> Verdict:
@@ -270,6 +276,8 @@ class GlanceGate:
         exchange = flow.metadata.get("glance_gate")
         # A change's small answer is held until its bytes are in the ledger (`response`).
         flow.response.stream = not (exchange and exchange.change)
+        if self.draining:
+            flow.response.headers["connection"] = "close"
 
     async def response(self, flow: http.HTTPFlow) -> None:
         wire.upstream_idle(flow)
@@ -332,6 +340,7 @@ class GlanceGate:
 
     def finish(self, exchange: Exchange) -> None:
         """Called exactly once per request, with its final status."""
+        self.in_flight -= 1
         if exchange.reservation:
             exchange.reservation.settle()
         metrics.finished(exchange)

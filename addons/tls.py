@@ -17,17 +17,15 @@ makes it load a renewed certificate."""
 from __future__ import annotations
 
 import hashlib
-import logging
 import os
 import ssl
 from pathlib import Path
 
-from mitmproxy import ctx, exceptions, tls
+from mitmproxy import ctx, tls
 
 from addons import wire
 from policy.config import Config, ConfigError
 
-log = logging.getLogger("glance_gate.tls")
 
 MIN_VERSION = "TLS1_2"
 
@@ -80,7 +78,8 @@ def options(config: Config, confdir: str) -> dict:
 
 
 class ListenerTls:
-    """Fails client TLS the operator did not configure, and reloads it on SIGHUP."""
+    """Fails client TLS the operator did not configure. A renewed certificate
+    comes with a SIGHUP's rolling restart of the workers (addons/supervisor.py)."""
 
     def __init__(self, gate) -> None:
         self.gate = gate
@@ -95,21 +94,3 @@ class ListenerTls:
         if not self.serving:
             data.ssl_conn = None
             wire.reset(data.conn)
-
-    def reload(self) -> None:
-        """Re-reads tls_cert_file and tls_key_file (SIGHUP): new connections
-        get the new certificate. One that does not load leaves the old one."""
-        if not self.serving:
-            return
-        gw, before = self.gate.config.gateway, self.gate.tls_options
-        try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(gw.tls_cert_file, gw.tls_key_file)
-            # First, as the gate's configure keeps mitmproxy's options at these.
-            self.gate.tls_options = options(self.gate.config, ctx.options.confdir)
-            ctx.options.update(certs=self.gate.tls_options["certs"])
-        except (OSError, ssl.SSLError, exceptions.OptionsError) as e:
-            self.gate.tls_options = before
-            log.error("TLS certificate not reloaded, the old one stays: %s", e)
-            return
-        prune(ctx.options.confdir)
-        log.info("TLS certificate reloaded from %s", gw.tls_cert_file)

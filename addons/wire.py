@@ -19,12 +19,15 @@ test_hostile.py, test_fail_closed.py, test_keepalive.py, test_slow_clients.py).
 from __future__ import annotations
 
 import asyncio
+import logging
+import socket
 import time
 import weakref
 from collections.abc import Callable
 
 from mitmproxy import connection, ctx, http
 from mitmproxy.connection import Server
+from mitmproxy.proxy import mode_servers, server_hooks
 from mitmproxy.net.http.http1 import assemble_response
 from mitmproxy.proxy import commands
 from mitmproxy.proxy.layers import http as http_layer
@@ -34,6 +37,10 @@ from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestEndOfMessage,
                                                    ResponseProtocolError)
 
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
+# Reads of an upstream connection: Glance's answers (downloads) are never
+# inspected, and mitmproxy's 64 KiB reads cap a download near 250 MB/s.
+# Client reads stay at 64 KiB: an upload's quota steps must outrun one read.
+BULK_READ = 1024 * 1024
 
 
 def _handler(client: connection.Client):
@@ -157,7 +164,9 @@ def retry_on_fresh_connection() -> None:
                 and self.server_state == self.state_wait_for_response_headers
                 and flow.server_conn in _idle_since):  # reused, not a first connect
             flow.metadata[RETRIED] = True
-            yield commands.Log(f"retrying {flow.request.method} on a fresh upstream connection: {event.message}")
+            # a warning: it survives the lean Master's quiet connection log (addons/main.py)
+            yield commands.Log(f"retrying {flow.request.method} on a fresh upstream connection: {event.message}",
+                               logging.WARNING)
             if (yield from self.make_server_connection()):
                 yield http_layer.SendHttp(RequestHeaders(self.stream_id, flow.request, True), self.context.server)
                 yield http_layer.SendHttp(RequestEndOfMessage(self.stream_id), self.context.server)
@@ -195,3 +204,52 @@ def refuse_request_trailers(answer: Callable[[], bytes]) -> None:
 
     read_body_refusing_trailers.refuses_trailers = True
     server.read_body = read_body_refusing_trailers
+
+
+def listen_on(sock: socket.socket, backlog: int) -> None:
+    """Serve mitmproxy's TCP proxy modes on an already bound and listening
+    socket (a worker's, inherited from the supervisor) instead of binding one.
+
+    mitmproxy binds with `asyncio.start_server(handler, host, port)`; this
+    hands asyncio the socket instead. Closing the server later closes only this
+    process's descriptor: connections keep queuing for the next worker."""
+    listen = mode_servers.AsyncioServerInstance.listen
+
+    async def listen_inherited(self, host, port):
+        # An https reverse mode is "both": TCP, and UDP for HTTP/3, which the
+        # gateway never serves (SAFE_OPTIONS): only its TCP half is listened on.
+        if self.mode.transport_protocol not in ("tcp", "both"):
+            return await listen(self, host, port)
+        return [await asyncio.start_server(self.handle_stream, sock=sock, backlog=backlog)]
+
+    mode_servers.AsyncioServerInstance.listen = listen_inherited
+
+
+def stop_accepting() -> None:
+    """Close the listening sockets; established connections are served on."""
+    for instance in ctx.master.addons.get("proxyserver").servers:
+        if isinstance(instance, mode_servers.AsyncioServerInstance):
+            for server in instance._servers:
+                server.close()
+
+
+def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
+    """Read an upstream connection in BULK_READ pieces (from `server_connected`)."""
+    _, transports = _handler(data.client)
+    io = transports.get(data.server)
+    if not io or not isinstance(io.reader, asyncio.StreamReader) or not io.writer:
+        return
+    reader = io.reader
+    read = reader.read
+    reader.read = lambda n=-1: read(BULK_READ)  # mitmproxy's loop asks for 65535
+    reader._limit = BULK_READ  # the buffer pauses the socket at twice this
+    io.writer.transport.max_size = BULK_READ  # bytes per recv()
+
+
+def skip_message_typechecks() -> None:
+    """mitmproxy type-checks every field of every request and response it
+    builds (`MessageData.__post_init__`, present unless Python runs with -O,
+    which would also drop our own asserts): 13-18 % of a worker's CPU on small
+    requests (py-spy, README "Benchmarks"). Its HTTP/1 parser and
+    `Response.make` build them with the right types."""
+    http.MessageData.__post_init__ = lambda self: None

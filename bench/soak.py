@@ -13,7 +13,7 @@ cycling through a fixed mix, all through the gateway:
   (415), a non-UUID image id (400).
 
 Every few seconds it samples the gateway's RSS (VmRSS) and open file
-descriptors (/proc/<pid>/fd). Reports requests by status, unexpected answers
+descriptors (/proc/<pid>/fd), of the supervisor and its workers together. Reports requests by status, unexpected answers
 and client errors, RSS growth (median of the first window after warm-up vs the
 last window), fds (idle before, first/last/max under load, idle after), and
 whether the gateway's own request counter saw every request; writes
@@ -44,7 +44,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench.upload import MiB, machine, rss_mib  # noqa: E402
+from bench.upload import MiB, children, gateway_rss_mib, machine  # noqa: E402
 from tests.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
 
 DATA = os.urandom(3 * MiB)
@@ -54,7 +54,12 @@ MAX_REQUESTS = 1_000_000  # a bound besides time, never reached at this load
 
 
 def open_fds(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/fd"))
+    """Of the gateway: the supervisor and its workers."""
+    total = 0
+    for p in [pid, *children(pid)]:
+        with contextlib.suppress(FileNotFoundError):  # a worker that just exited
+            total += len(os.listdir(f"/proc/{p}/fd"))
+    return total
 
 
 class Client(threading.Thread):
@@ -140,7 +145,7 @@ class Soak:
 
 
 def sample(pid: int, t0: float) -> dict:
-    return {"t": round(time.monotonic() - t0, 1), "rss_mib": round(rss_mib(pid), 2), "fds": open_fds(pid)}
+    return {"t": round(time.monotonic() - t0, 1), "rss_mib": round(gateway_rss_mib(pid), 2), "fds": open_fds(pid)}
 
 
 def window_median(samples: list[dict], start: float, end: float) -> float | None:

@@ -125,6 +125,14 @@ def _conflict(key: str, why: str) -> PydanticCustomError:
     return PydanticCustomError("conflict", why, {"key": key})
 
 
+def _workers(value: object) -> int:
+    if value == "auto":
+        return len(os.sched_getaffinity(0))  # one per core this process may run on
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'must be a whole number >= 1, or "auto", got {value!r}')
+    return value
+
+
 class Gateway(Table):
     listen: HostPort
     upstream: Annotated[str, PlainValidator(_service_root)]
@@ -132,6 +140,8 @@ class Gateway(Table):
     upstream_timeout_seconds: Seconds = 30
     # mitmproxy's tcp_timeout: a connection silent both ways this long is closed
     client_idle_timeout_seconds: WholeSeconds = 60
+    workers: Annotated[int, PlainValidator(_workers)] = 1  # processes serving `listen`
+    drain_seconds: Seconds = 30  # on SIGTERM or reload, how long in-flight requests may finish
     # an upstream connection idle this long is not reused: below Glance's keep-alive (gunicorn: 2 s)
     upstream_keepalive_seconds: Seconds = 1
     # slow clients: a request head must be whole this long after the connection opened, or
@@ -307,6 +317,15 @@ class Config(Table):
     quota: Quota
 
     @model_validator(mode="after")
+    def _shared_ledger(self) -> Config:
+        if self.gateway.workers > 1 and self.quota.ledger == "memory":
+            # N memory ledgers would each grant the whole quota.
+            raise PydanticCustomError(
+                "conflict", 'needs a shared ledger: set quota.ledger = "redis" (quota.ledger = "memory" '
+                "is one process's), or workers = 1", {"key": "gateway.workers"})
+        return self
+
+    @model_validator(mode="after")
     def _keystone_tls(self) -> Config:
         # It verifies Keystone and the JWKS URL: with neither on https, it would verify nothing.
         if self.keystone.ca_file and not any(url.startswith("https:")
@@ -343,9 +362,14 @@ def parse(data: dict) -> Config:
 def load(path: str | Path) -> Config:
     try:
         with open(path, "rb") as f:
-            data = tomllib.load(f)
+            text = f.read()
     except OSError as e:
         raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
-    except tomllib.TOMLDecodeError as e:
+    return parse(parse_toml(text, path))
+
+
+def parse_toml(text: bytes, path: str | Path) -> dict:
+    try:
+        return tomllib.loads(text.decode())
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
         raise ConfigError(f"{path} is not valid TOML: {e}") from None
-    return parse(data)

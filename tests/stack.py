@@ -257,6 +257,13 @@ class Gateway:
                    for sample in family.samples
                    if sample.name == name and labels.items() <= sample.labels.items())
 
+    def worker_pids(self) -> list[int]:
+        """The supervisor's worker processes now."""
+        try:
+            return [int(p) for p in Path(f"/proc/{self.proc.pid}/task/{self.proc.pid}/children").read_text().split()]
+        except FileNotFoundError:
+            return []
+
     def audit(self) -> list[dict]:
         """The audit trail's records so far."""
         path = self.config.with_suffix(".audit.jsonl")
@@ -291,10 +298,28 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump:
         # Running, past mitmproxy's startup check (which exits on any error logged
         # before it): the dependency probe has reported once.
         wait_until(gw.probed, "the gateway never probed its dependencies")
+        if not (mitmdump or fault):  # the supervisor listens at once; its workers take a second
+            wait_serving(gw, (config.get("gateway_settings") or {}).get("workers", 1))
     except BaseException:
         stop(proc)  # never left running when it did not start
         raise
     return gw
+
+
+def wait_serving(gw: Gateway, workers: int, timeout: float = 60) -> None:
+    """Until `workers` workers of the supervisor listen."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if gw.proc.poll() is not None:
+            raise RuntimeError(f"gateway exited with {gw.proc.returncode}:\n{gw.log_text()}")
+        try:
+            if gw.metric("glance_gate_workers") == workers:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{workers} workers not serving after {timeout} s:\n{gw.log_text()}")
+        time.sleep(0.1)
 
 
 def stop(proc: subprocess.Popen) -> None:

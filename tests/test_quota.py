@@ -60,11 +60,12 @@ def glance_usage(stack: Stack, project: str) -> int:
                for i in r.json()["images"] if i["status"] not in ("deleted", "killed", "pending_delete"))
 
 
-def gateway(tmp, stack, project, limit, ledger=None, **settings):
+def gateway(tmp, stack, project, limit, ledger=None, gateway_settings=None, **settings):
     quota_settings = {"chunk_bytes": MiB, "lease_seconds": LEASE, **settings}
     if ledger:
         quota_settings.update(ledger="redis", redis_url=ledger.url)
-    return start_gateway(tmp, stack, quota={project: limit}, quota_settings=quota_settings)
+    return start_gateway(tmp, stack, quota={project: limit}, quota_settings=quota_settings,
+                         gateway_settings=gateway_settings)
 
 
 def chunks(size: int, part: int = 64 * 1024):
@@ -106,13 +107,14 @@ def in_thread(fn, *args):
     return thread, result
 
 
-@pytest.mark.parametrize("ledger", ["memory", "redis"])
-def test_race_concurrent_uploads_never_pass_the_quota(stack, projQ, tmp_path, request, ledger):
+@pytest.mark.parametrize("ledger,workers", [("memory", 1), ("redis", 1), ("redis", 2)])
+def test_race_concurrent_uploads_never_pass_the_quota(stack, projQ, tmp_path, request, ledger, workers):
     """24 uploads at once, 2.4× the quota in all, half of them chunked; with
-    Redis, spread over two gateways sharing it."""
+    Redis, spread over two gateways sharing it, each of `workers` processes."""
     quota = 10 * MiB
     server = request.getfixturevalue("redis_server") if ledger == "redis" else None
-    gateways = [gateway(tmp_path, stack, projQ, quota, server) for _ in range(2 if server else 1)]
+    gateways = [gateway(tmp_path, stack, projQ, quota, server, gateway_settings={"workers": workers})
+                for _ in range(2 if server else 1)]
     rng = random.Random(4)
     sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
     token = stack.token("userQ")
@@ -130,7 +132,7 @@ def test_race_concurrent_uploads_never_pass_the_quota(stack, projQ, tmp_path, re
         for gw in gateways:
             stop(gw.proc)
     accepted = sum(size for size, status in zip(sizes, statuses) if status == 204)
-    print(f"\n{ledger}: accepted {accepted} of quota {quota} bytes = {accepted / quota:.3f}; "
+    print(f"\n{ledger} x {workers} workers: accepted {accepted} of quota {quota} bytes = {accepted / quota:.3f}; "
           f"{statuses.count(204)} accepted, {statuses.count(413)} refused, {sum(sizes)} offered")
     assert set(statuses) == {204, 413}, statuses
     assert accepted <= quota
