@@ -244,14 +244,15 @@ async def load(gg: GlanceGate, conf: Path | str, confdir: Path, **options) -> di
                                                               "tls_version_client_min", "tls_version_server_min"]}
 
 
-def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
+def write_config(tmp_path: Path, upstream: str, gateway: str = "") -> Path:
+    """A whole config.toml; its metrics port free, as configure serves it."""
     conf = tmp_path / "config.toml"
     conf.write_text(f"""
 [gateway]
 listen = "127.0.0.1:1"
-upstream = "http://127.0.0.1:2"
+upstream = "{upstream}"
 metrics = "127.0.0.1:{free_port()}"
-client_idle_timeout_seconds = 42
+{gateway}
 [keystone]
 url = "http://127.0.0.1:3"
 username = "u"
@@ -262,6 +263,11 @@ path = "{tmp_path / 'audit.jsonl'}"
 [quota]
 default_bytes = -1
 """)
+    return conf
+
+
+def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
+    conf = write_config(tmp_path, "http://127.0.0.1:2", "client_idle_timeout_seconds = 42")
     gg = GlanceGate()
     with pytest.raises(exceptions.OptionsError, match="glance_gate_config"):
         asyncio.run(load(gg, "", tmp_path))  # no config: never a proxy without its policy
@@ -274,22 +280,7 @@ default_bytes = -1
 
 def test_ssl_insecure_is_overridden(tmp_path):
     """mitmdump --set ssl_insecure=true would skip Glance's certificate check."""
-    conf = tmp_path / "config.toml"
-    conf.write_text(f"""
-[gateway]
-listen = "127.0.0.1:1"
-upstream = "https://127.0.0.1:2"
-metrics = "127.0.0.1:{free_port()}"
-[keystone]
-url = "http://127.0.0.1:3"
-username = "u"
-password = "p"
-project = "p"
-[audit]
-path = "{tmp_path / 'audit.jsonl'}"
-[quota]
-default_bytes = -1
-""")
+    conf = write_config(tmp_path, "https://127.0.0.1:2")
     gg = GlanceGate()
     assert asyncio.run(load(gg, conf, tmp_path, ssl_insecure=True))["ssl_insecure"] is False
     gg.done()
