@@ -331,11 +331,12 @@ class GlanceGate:
         assert self.config
         headers, body = render(refusal, exchange.request_id, self.config.keystone.url)
         exchange.refuse(refusal)
+        linger = self.config.gateway.linger_seconds
         if mid_stream:
-            wire.abort(flow, refusal.status, headers, body)
+            wire.abort(flow, refusal.status, headers, body, linger)
         else:
             flow.request.headers.pop("expect", None)  # no 100 Continue for a refusal
-            wire.refuse(flow, refusal.status, headers, body)
+            wire.refuse(flow, refusal.status, headers, body, linger)
         self.finish(exchange)
 
     def finish(self, exchange: Exchange) -> None:

@@ -10,7 +10,8 @@ to cut a streamed request so that the upstream sees an *incomplete* message:
   fails before its answer is a 502, even for a GET;
 - nothing closes a client connection on a deadline.
 So these helpers work on the asyncio transports of the flow's connection
-handler, and patch that one parser method and HttpStream's protocol-error
+handler (an answer written there bypasses the TLS layer: it is sealed with
+that layer's own session first), and patch that one parser method and HttpStream's protocol-error
 handler. tests/test_wire_pin.py pins the mitmproxy version they were proven
 against (by test_early_rejection.py, the cut tests of test_upload_spec.py,
 test_hostile.py, test_fail_closed.py, test_keepalive.py, test_slow_clients.py).
@@ -20,17 +21,20 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import socket
 import time
 import weakref
 from collections.abc import Callable
 
+from OpenSSL import SSL
 from mitmproxy import connection, ctx, http
 from mitmproxy.connection import Server
 from mitmproxy.proxy import mode_servers, server_hooks
 from mitmproxy.net.http.http1 import assemble_response
-from mitmproxy.proxy import commands
+from mitmproxy.proxy import commands, layer
 from mitmproxy.proxy.layers import http as http_layer
+from mitmproxy.proxy.layers.tls import ClientTLSLayer
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestEndOfMessage, RequestHeaders,
@@ -88,20 +92,108 @@ def raw_response(status: int, headers: dict[str, str], body: bytes) -> bytes:
     return assemble_response(http.Response.make(status, body, headers))
 
 
-def refuse(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
+def _client_tls(handler, client: connection.Client) -> SSL.Connection | None:
+    """The OpenSSL connection of the client's TLS layer, found down the
+    handler's layer stack (NextLayer holds `.layer`, the others `.child_layer`)."""
+    node = handler.layer if handler else None
+    while node is not None:
+        if isinstance(node, ClientTLSLayer) and node.conn is client:
+            return node.tls
+        node = node.layer if isinstance(node, layer.NextLayer) else getattr(node, "child_layer", None)
+    return None
+
+
+def _sealed(tls: SSL.Connection, data: bytes) -> bytes:
+    """data as TLS records, then close_notify: a client still sending its body
+    when the connection closes reads the answer, then a clean end."""
+    try:
+        tls.sendall(data)
+        tls.shutdown()
+    except SSL.Error:  # the client already closed its side: it reads nothing more
+        pass
+    records = bytearray()
+    while True:
+        try:
+            records += tls.bio_read(65536)
+        except SSL.WantReadError:
+            return bytes(records)
+
+
+def _answer(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
+    """The one way the gateway writes an answer of its own to the client: on
+    the client's transport, sealed by its TLS layer when the connection is TLS.
+    mitmproxy's layers never see it, so this answer ends the connection: the
+    caller closes it (`_linger`)."""
+    handler, transports = _transports(flow)
+    io = transports.get(flow.client_conn)
+    if not io or not io.writer or io.writer.transport.is_closing():
+        return
+    data = raw_response(status, headers, body)
+    if flow.client_conn.tls:
+        if (tls := _client_tls(handler, flow.client_conn)) is None:
+            return  # no session to seal it with: the close alone is the answer, never plaintext
+        data = _sealed(tls, data)
+    io.writer.transport.write(data)
+
+
+MAX_LINGERING = 256  # connections per process; past it, closed at once
+_lingering: set[int] = set()
+
+
+def _linger(transport: asyncio.Transport | None, seconds: float) -> None:
+    """End the client's side after an answer (FIN, after close_notify on TLS),
+    but keep its socket open on a duplicate descriptor, discarding what the
+    client still sends (never parsed, never forwarded), until it stops or
+    `seconds` pass. Closed with unread bytes, the socket would be reset: a
+    client that writes its whole body before it reads (urllib3, so the
+    openstack CLI and openstacksdk) would see the reset, over TLS an
+    `SSLEOFError`, instead of the answer. mitmproxy closes its own
+    descriptor as usual."""
+    if transport is None or transport.is_closing():
+        return
+    transport.write_eof()  # after what is buffered: the answer
+    sock = transport.get_extra_info("socket")
+    if seconds <= 0 or sock is None or len(_lingering) >= MAX_LINGERING:
+        return
+    fd = os.dup(sock.fileno())  # shares the socket and its O_NONBLOCK
+    loop = asyncio.get_running_loop()
+
+    def end() -> None:
+        loop.remove_reader(fd)
+        timer.cancel()
+        _lingering.discard(fd)
+        os.close(fd)
+
+    def discard() -> None:
+        try:
+            if os.read(fd, 256 * 1024):
+                return
+        except BlockingIOError:
+            return
+        except OSError:
+            pass
+        end()  # the client is done sending, or gone
+
+    _lingering.add(fd)
+    loop.add_reader(fd, discard)
+    timer = loop.call_later(seconds, end)
+
+
+def refuse(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes, linger: float) -> None:
     """Answer from `requestheaders`, before any body byte is read, then close.
 
     The caller must drop `Expect: 100-continue` from the request first, or
     mitmproxy sends `100 Continue` after the hook."""
+    _answer(flow, status, headers, body)
     if transport := _transport(flow, flow.client_conn):
-        transport.write(raw_response(status, headers, body))
+        _linger(transport, linger)
         transport.close()  # flushes the answer first
     # Killing the flow stops mitmproxy from sending anything of its own or
     # ever opening a connection to the upstream.
     flow.kill()
 
 
-def abort(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes) -> None:
+def abort(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes, linger: float) -> None:
     """Cut a request whose body is being streamed upstream.
 
     The upstream connection is torn down first, from inside the stream
@@ -111,8 +203,8 @@ def abort(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: bytes
     handler, transports = _transports(flow)
     if (server := _transport(flow, flow.server_conn)) is not None:
         server.abort()
-    if (client := _transport(flow, flow.client_conn)) is not None and not client.is_closing():
-        client.write(raw_response(status, headers, body))
+    _answer(flow, status, headers, body)
+    _linger(_transport(flow, flow.client_conn), linger)
     if handler and flow.client_conn in transports:
         # Marks the client closed, so mitmproxy adds no 502 of its own when it
         # notices the upstream is gone; the pending write is flushed on close.

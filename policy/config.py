@@ -148,6 +148,9 @@ class Gateway(Table):
     # after the previous answer ended; and a cap of open connections per client address
     request_head_seconds: Seconds = 30
     max_connections_per_client: Annotated[int, Field(ge=1)] = 128
+    # after a refusal or a cut, what the client still sends is read and dropped this
+    # long, so that a client that reads only once it has sent everything gets the answer
+    linger_seconds: Annotated[float, Field(ge=0)] = 30  # 0: closed at once
     # load balancers whose X-Forwarded-For names the client, for that cap only
     trusted_proxies: Annotated[frozenset[IpAddress], Field(strict=False)] = frozenset()
     # HTTPS on `listen` (PEM, the chain after the certificate), and nothing else

@@ -13,7 +13,7 @@ import pytest
 from hypothesis import settings
 
 from tests.stack import (REPO, Gateway, Stack, curl, free_port, load_cloud, load_identity_cloud,  # noqa: F401
-                         load_tls_cloud, start_gateway, stop)
+                         load_tls_cloud, start_gateway, stop, tls_settings)
 
 QUOTA_B = 4 * 1024 * 1024  # projB's quota in these tests
 
@@ -75,6 +75,18 @@ def gateway(stack, tmp_path_factory) -> Gateway:
         pass
     gw = start_gateway(tmp_path_factory.mktemp("gw"), stack, port=port,
                        quota={stack.user("userB")["project_id"]: QUOTA_B})
+    yield gw
+    stop(gw.proc)
+
+
+@pytest.fixture(scope="session")
+def tls_gateway(stack, tls, tmp_path_factory) -> Gateway:
+    """HTTPS on every hop, at the HTTPS image endpoint of the catalog's
+    RegionTLS; projB has the same small quota as behind `gateway`."""
+    gw = start_gateway(tmp_path_factory.mktemp("gw-tls"), stack, port=urlsplit(tls["gateway_tls_url"]).port,
+                       upstream=tls["glance_tls_url"], keystone=tls["keystone_tls_url"],
+                       quota={stack.user("userB")["project_id"]: QUOTA_B},
+                       gateway_settings=tls_settings(tls), keystone_settings={"ca_file": tls["ca_file"]})
     yield gw
     stop(gw.proc)
 

@@ -138,12 +138,12 @@ class Stack:
                 "OS_PROJECT_NAME": u["project"], "OS_USER_DOMAIN_NAME": "Default",
                 "OS_PROJECT_DOMAIN_NAME": "Default", "OS_INTERFACE": "public"}
 
-    def glance_took_up(self, image_id: str, uploads: int) -> None:
+    def glance_took_up(self, image_id: str, uploads: int, log: Path | None = None) -> None:
         """Until Glance has answered `uploads` PUTs of the image's data. A cut upload
         may still sit in Glance's socket buffers, not yet begun, when the client
         gets its 413: until Glance takes it up and hits the dropped connection, a
         retry would find the image `saving`."""
-        log, deadline = self.cloud["logs"]["glance"], time.monotonic() + 30
+        log, deadline = log or self.cloud["logs"]["glance"], time.monotonic() + 30
         pattern = f'"PUT /v2/images/{image_id}/'
         while time.monotonic() < deadline:
             with open(log, errors="replace") as f:
@@ -190,6 +190,18 @@ def wait_port(port: int, proc: subprocess.Popen | None = None, log: Path | None 
         except OSError:
             time.sleep(0.1)
     raise RuntimeError(f"nothing listens on {port} after {timeout}s:\n{log.read_text() if log else ''}")
+
+
+def tls_files(tls: dict, name: str) -> tuple[Path, Path]:
+    """A certificate of the cloud's test CA (CLOUD_TLS=1), and its key."""
+    return Path(tls["tls_dir"]) / f"{name}.pem", Path(tls["tls_dir"]) / f"{name}.key"
+
+
+def tls_settings(tls: dict, cert: str = "server", upstream_ca: bool = True) -> dict:
+    """[gateway] keys for an HTTPS listener serving `cert`, trusting the test CA upstream."""
+    pem, key = tls_files(tls, cert)
+    return {"tls_cert_file": str(pem), "tls_key_file": str(key),
+            **({"upstream_ca_file": tls["ca_file"]} if upstream_ca else {})}
 
 
 def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upstream: str | None = None,

@@ -21,33 +21,13 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.stack import read_all, start_gateway, stop, wait_until
+from tests.stack import read_all, start_gateway, stop, tls_files as files, tls_settings, wait_until
 from tests.test_links import assert_links_name
 from tests.tls_relay import TlsRelay
 from tests.tokens import Provider
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}
-
-
-def files(tls: dict, name: str) -> tuple[Path, Path]:
-    return Path(tls["tls_dir"]) / f"{name}.pem", Path(tls["tls_dir"]) / f"{name}.key"
-
-
-def tls_settings(tls: dict, cert: str = "server", upstream_ca: bool = True) -> dict:
-    pem, key = files(tls, cert)
-    return {"tls_cert_file": str(pem), "tls_key_file": str(key),
-            **({"upstream_ca_file": tls["ca_file"]} if upstream_ca else {})}
-
-
-@pytest.fixture(scope="session")
-def tls_gateway(stack, tls, tmp_path_factory):
-    """HTTPS on every hop, at the HTTPS image endpoint of the catalog's RegionTLS."""
-    gw = start_gateway(tmp_path_factory.mktemp("gw-tls"), stack, port=urlsplit(tls["gateway_tls_url"]).port,
-                       upstream=tls["glance_tls_url"], keystone=tls["keystone_tls_url"],
-                       gateway_settings=tls_settings(tls), keystone_settings={"ca_file": tls["ca_file"]})
-    yield gw
-    stop(gw.proc)
 
 
 @pytest.fixture
