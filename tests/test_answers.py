@@ -169,6 +169,18 @@ def test_500_empty_chunked_body(stack, client):
     stack.assert_untouched(image_id, cut=True)
 
 
+# ------------------------------------------------------- slow-client bounds ----
+
+def test_429_too_many_connections_behind_a_trusted_proxy(stack, front, gateways, tmp_path):
+    gateways.append(gw := front.start(tmp_path, stack, gateway_settings={"max_connections_per_client": 1,
+                                                                         "trusted_proxies": ["127.0.0.1"]}))
+    token = stack.token("userA")
+    with front.client(gw) as first, front.client(gw) as second:
+        assert first.get("/versions", headers={"X-Forwarded-For": "10.0.0.7", "X-Auth-Token": token}).status_code == 200
+        r = second.get("/versions", headers={"X-Forwarded-For": "10.0.0.7", "X-Auth-Token": token})
+        assert_refusal(r, 429, "more than 1 connections from 10.0.0.7")
+
+
 # ------------------------------------------------------------ fail closed ----
 
 @pytest.mark.parametrize("fault", ["image", "stream"])
