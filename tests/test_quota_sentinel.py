@@ -6,14 +6,19 @@ uploads: the gateways follow the new primary, uploads get 503 meanwhile and
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
+import uuid
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from policy.config import UNLIMITED
+from policy.quota.ledger import Usage
+from policy.quota.redis_ledger import RedisLedger
 from tests.redis_server import SentinelGroup
 from tests.stack import Stack, start_gateway, stop, wait_until
 from tests.test_quota import MiB, chunks, glance_usage, projQ  # noqa: F401  (projQ: a fixture)
@@ -145,3 +150,31 @@ def test_no_replica_to_acknowledge_fails_closed(stack: Stack, projQ, tmp_path, s
         assert put(client, image_id, token).status_code == 204
     finally:
         stop(gw.proc)
+
+
+def test_a_commit_during_the_failover_lands_on_the_new_primary_once(sentinels):
+    """The ledger alone: a hold reserved, the primary killed, the upload's
+    commit made at once. It fails until a replica is promoted, is retried, and
+    counts once on the new primary (a second commit finds no hold)."""
+    doomed = sentinels.primary()
+
+    async def go():
+        ledger = RedisLedger(sentinels.url, 1, lease_seconds=30, keep_commits_seconds=60)
+        p = f"p-{uuid.uuid4()}"
+        await ledger.seed(p, Usage(0, await ledger.generation(p)), overwrite=False)
+        assert (await ledger.reserve(p, "h", 100, 1000, UNLIMITED, partial=False)).bytes == 100
+        doomed.proc.send_signal(signal.SIGKILL)
+        started = time.monotonic()
+        await ledger.commit(p, "h", 100)
+        took = time.monotonic() - started
+        await ledger.commit(p, "h", 100)
+        after = await ledger.reserve(p, "i", 901, 1000, UNLIMITED, partial=False)
+        await ledger.close()
+        return p, took, after
+
+    p, took, after = asyncio.run(go())
+    new = sentinels.primary()
+    print(f"\ncommitted {took:.1f} s after the primary was killed")
+    assert new is not doomed
+    assert new.cli("GET", f"glance-gate:quota:{{{p}}}:usage") == "100"
+    assert (after.bytes, after.used) == (0, 100)
