@@ -53,23 +53,24 @@ class RedisLedger(Ledger):
             raise Unavailable("redis", f"{type(e).__name__}: {e}") from None
 
     async def _replicated(self, keys: list[str], args: list) -> object:
-        """The script, then WAIT on the same connection (a pipeline): its answer
-        once a replica holds its writes."""
-        for attempt in range(2):
-            async with self._redis.pipeline(transaction=False) as pipe:
-                pipe.evalsha(self._script.sha, len(keys), *keys, *args)
-                pipe.wait(self._replicas, self._wait_ms)
-                answer, acknowledged = await pipe.execute(raise_on_error=False)
-            if isinstance(answer, NoScriptError) and not attempt:  # a new primary: it never ran
-                await self._redis.script_load(SCRIPT)
-                continue
-            for result in (answer, acknowledged):
-                if isinstance(result, Exception):
-                    raise result
-            if acknowledged < self._replicas:
-                raise Unavailable("redis", f"no replica acknowledged the write within {self._wait_ms} ms")
-            return answer
-        raise Unavailable("redis", "the ledger's script cannot be loaded")
+        """The script's answer once a replica holds its writes."""
+        answer, acknowledged = await self._script_then_wait(keys, args)
+        if isinstance(answer, NoScriptError):  # a new primary: the script never ran there
+            await self._redis.script_load(SCRIPT)
+            answer, acknowledged = await self._script_then_wait(keys, args)
+        for result in (answer, acknowledged):
+            if isinstance(result, Exception):
+                raise result
+        if acknowledged < self._replicas:
+            raise Unavailable("redis", f"no replica acknowledged the write within {self._wait_ms} ms")
+        return answer
+
+    async def _script_then_wait(self, keys: list[str], args: list) -> list:
+        """One pipeline, so WAIT runs on the connection that made the writes."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            pipe.wait(self._replicas, self._wait_ms)
+            return await pipe.execute(raise_on_error=False)
 
     async def ping(self) -> bool:
         """Through Sentinel, also that a replica acknowledges: else every write fails."""
