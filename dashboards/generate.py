@@ -1,21 +1,31 @@
 """Writes dashboards/glance-gate.json, the Grafana dashboard, from the panel
-list below. tests/test_observability.py runs every query of it against a real
-Prometheus. Run: .venv/bin/python dashboards/generate.py"""
+list below, with Grafana's own builders (grafana-foundation-sdk, pinned in
+pyproject.toml). tests/test_observability.py runs every query of it against a
+real Prometheus, and checks the committed file is this script's output.
+Run: .venv/bin/python dashboards/generate.py"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+from grafana_foundation_sdk.builders import prometheus, timeseries
+from grafana_foundation_sdk.builders.common import VizLegendOptions
+from grafana_foundation_sdk.builders.dashboard import Dashboard, DatasourceVariable, QueryVariable
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models.common import LegendDisplayMode, LegendPlacement
+from grafana_foundation_sdk.models.dashboard import DataSourceRef, VariableOption, VariableRefresh
+
 RATE = "$__rate_interval"
 SEL = 'job=~"$job"'
+DATASOURCE = DataSourceRef(type_val="prometheus", uid="${datasource}")
 
 
-def q(expr: str, legend: str = "") -> dict:
-    return {"expr": expr, "legendFormat": legend}
+def q(expr: str, legend: str = "") -> prometheus.Dataquery:
+    return prometheus.Dataquery().expr(expr).legend_format(legend).datasource(DATASOURCE)
 
 
-def quantiles(metric: str, by: str = "") -> list[dict]:
+def quantiles(metric: str, by: str = "") -> list[prometheus.Dataquery]:
     group = f"le{', ' + by if by else ''}"
     return [q(f"histogram_quantile({p}, sum by ({group}) (rate({metric}_bucket{{{SEL}}}[{RATE}])))",
               f"p{int(p * 100)}") for p in (0.5, 0.9, 0.99)]
@@ -29,7 +39,7 @@ OK = 'code=~"2..|3.."'
 NOT_4XX = 'code!~"4.."'
 
 # (title, unit, targets)
-PANELS: list[tuple[str, str, list[dict]]] = [
+PANELS: list[tuple[str, str, list[prometheus.Dataquery]]] = [
     ("Request rate by status code", "reqps",
      [q(f"sum by (code) (rate(glance_gate_requests_total{{{SEL}}}[{RATE}]))", "{{code}}")]),
     ("Success ratio", "percentunit",
@@ -54,6 +64,9 @@ PANELS: list[tuple[str, str, list[dict]]] = [
      [*quantiles("glance_gate_quota_drift_bytes"),
       q(f"sum(rate(glance_gate_quota_drift_bytes_sum{{{SEL}}}[{RATE}])) / "
         f"sum(rate(glance_gate_quota_drift_bytes_count{{{SEL}}}[{RATE}]))", "mean")]),
+    # Only projects over quota.warn_ratio of a limit have a series; replicas report the same ledger.
+    ("Projects near their quota (usage / limit)", "percentunit",
+     [q(f"max by (project, resource) (glance_gate_quota_near_limit{{{SEL}}})", "{{project}} {{resource}}")]),
     ("Imports by method", "reqps",
      [q(f"sum by (method, reason) (rate(glance_gate_imports_total{{{SEL}}}[{RATE}]))", "{{method}} ({{reason}})")]),
     ("Token cache hit ratio", "percentunit",
@@ -67,44 +80,36 @@ PANELS: list[tuple[str, str, list[dict]]] = [
 ]
 
 
-def panel(i: int, title: str, unit: str, targets: list[dict]) -> dict:
-    return {
-        "id": i + 1,
-        "type": "timeseries",
-        "title": title,
-        "datasource": {"type": "prometheus", "uid": "${datasource}"},
-        "gridPos": {"h": 8, "w": 12, "x": (i % 2) * 12, "y": (i // 2) * 8},
-        "fieldConfig": {"defaults": {"unit": unit}, "overrides": []},
-        "options": {"legend": {"displayMode": "list", "placement": "bottom"}},
-        "targets": [{**t, "refId": chr(ord("A") + n),
-                     "datasource": {"type": "prometheus", "uid": "${datasource}"}}
-                    for n, t in enumerate(targets)],
-    }
+def panel(i: int, title: str, unit: str, targets: list[prometheus.Dataquery]) -> timeseries.Panel:
+    built = (timeseries.Panel().id(i + 1).title(title).unit(unit).datasource(DATASOURCE).height(8).span(12)
+             .legend(VizLegendOptions().display_mode(LegendDisplayMode.LIST)
+                     .placement(LegendPlacement.BOTTOM).show_legend(True)))
+    for n, target in enumerate(targets):
+        built.with_target(target.ref_id(chr(ord("A") + n)))
+    return built
 
 
-def dashboard() -> dict:
-    return {
-        "title": "glance-gate",
-        "uid": "glance-gate",
-        "description": "Upload health of glance-gate, the policy gateway in front of Glance.",
-        "tags": ["glance", "openstack", "glance-gate"],
-        "timezone": "browser",
-        "schemaVersion": 39,
-        "refresh": "30s",
-        "time": {"from": "now-6h", "to": "now"},
-        "templating": {"list": [
-            {"name": "datasource", "label": "Data source", "type": "datasource", "query": "prometheus"},
-            {"name": "job", "label": "Job", "type": "query", "multi": True, "includeAll": True,
-             "allValue": ".+", "current": {"text": "All", "value": "$__all"},
-             "datasource": {"type": "prometheus", "uid": "${datasource}"},
-             "query": {"query": "label_values(glance_gate_build_info, job)", "refId": "job"},
-             "definition": "label_values(glance_gate_build_info, job)", "refresh": 2},
-        ]},
-        "panels": [panel(i, *p) for i, p in enumerate(PANELS)],
-    }
+def dashboard() -> Dashboard:
+    built = (Dashboard("glance-gate").uid("glance-gate")
+             .description("Upload health of glance-gate, the policy gateway in front of Glance.")
+             .tags(["glance", "openstack", "glance-gate"])
+             .timezone("browser").refresh("30s").time("now-6h", "now")
+             .with_variable(DatasourceVariable("datasource").label("Data source").type("prometheus"))
+             .with_variable(QueryVariable("job").label("Job").datasource(DATASOURCE)
+                            .query("label_values(glance_gate_build_info, job)")
+                            .multi(True).include_all(True).all_value(".+")
+                            .current(VariableOption(text="All", value="$__all"))
+                            .refresh(VariableRefresh.ON_TIME_RANGE_CHANGED)))
+    for i, p in enumerate(PANELS):
+        built.with_panel(panel(i, *p))
+    return built
+
+
+def render() -> str:
+    return json.dumps(dashboard().build(), cls=JSONEncoder, indent=2, sort_keys=True) + "\n"
 
 
 if __name__ == "__main__":
     out = Path(__file__).with_name("glance-gate.json")
-    out.write_text(json.dumps(dashboard(), indent=2) + "\n")
+    out.write_text(render())
     print(f"wrote {out}")

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationErr
 from pydantic_core import PydanticCustomError
 
 from policy.exceptions import ConfigError
+from policy.redis_client import SENTINEL_SCHEME, SentinelURL, is_sentinel
 
 UNLIMITED = -1
 
@@ -302,8 +303,15 @@ class Quota(Table):
 
     @model_validator(mode="after")
     def _redis(self) -> Quota:
-        if self.ledger == "redis" and not self.redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise PydanticCustomError("conflict", 'must be a redis:// URL with ledger = "redis"', {"key": "redis_url"})
+        if self.ledger == "redis" and not self.redis_url.startswith(("redis://", "rediss://", "unix://",
+                                                                     SENTINEL_SCHEME)):
+            raise PydanticCustomError("conflict", 'must be a redis:// or redis+sentinel:// URL with ledger = "redis"',
+                                      {"key": "redis_url"})
+        if self.ledger == "redis" and is_sentinel(self.redis_url):
+            try:
+                SentinelURL.parse(self.redis_url)
+            except ValueError as e:
+                raise PydanticCustomError("conflict", "{detail}", {"key": "redis_url", "detail": str(e)}) from None
         return self
 
     def limit_for(self, project_id: str) -> int:

@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from policy import config as configuration
 from policy.config import Config, IdentityConf
+from policy.redis_client import SentinelURL
 
 REPO = Path(__file__).resolve().parent.parent
 EXAMPLE = tomllib.loads((REPO / "config.toml").read_text())
@@ -91,7 +92,19 @@ def test_example_config_is_valid():
     ({"quota__default_bytes": None}, "quota.default_bytes: required"),
     ({"quota__projects": {"p1": 1.5}}, "quota.projects.p1: input should be a valid integer"),
     ({"quota__ledger": "etcd"}, "quota.ledger: input should be 'memory' or 'redis'"),
-    ({"quota__ledger": "redis"}, "quota.redis_url: must be a redis:// URL"),
+    ({"quota__ledger": "redis"}, "quota.redis_url: must be a redis:// or redis+sentinel:// URL"),
+    ({"quota__ledger": "redis", "quota__redis_url": "rediss+sentinel://s:26379/gg"},
+     "quota.redis_url: must be a redis:// or redis+sentinel:// URL"),
+    ({"quota__ledger": "redis", "quota__redis_url": "redis+sentinel://s1:26379,s2:26379"},
+     "quota.redis_url: names no service (the form is redis+sentinel://[[user]:password@]host:port"),
+    ({"quota__ledger": "redis", "quota__redis_url": "redis+sentinel://s1:26379,/gg"},
+     "quota.redis_url: sentinel '' is not host:port"),
+    ({"quota__ledger": "redis", "quota__redis_url": "redis+sentinel://s1:263790/gg"},
+     "quota.redis_url: sentinel 's1:263790': Port out of range"),
+    ({"quota__ledger": "redis", "quota__redis_url": "redis+sentinel://s1/gg/zero"},
+     "quota.redis_url: database 'zero' is not a number"),
+    ({"quota__ledger": "redis", "quota__redis_url": "redis+sentinel://s1/gg?db=1"},
+     "quota.redis_url: takes no query or fragment"),
     ({"quota__max_uploads": -2}, "quota.max_uploads: input should be greater than or equal to -1"),
     ({"quota__chunk_bytes": 1024}, "quota.chunk_bytes: input should be greater than or equal to 1048576"),
     ({"quota__ledger_down": "maybe"}, "quota.ledger_down: input should be 'refuse' or 'allow'"),
@@ -116,6 +129,13 @@ def test_example_config_is_valid():
 ])
 def test_errors_name_the_full_key_path(over, message):
     assert error(config_with(**over)).startswith(message)
+
+
+def test_a_sentinel_url_names_the_sentinels_and_the_service():
+    url = "redis+sentinel://:s%40cret@10.0.0.1:26379,[fd00::2]:26380,sentinel3/glance-gate/2"
+    assert configuration.parse(config_with(quota__ledger="redis", quota__redis_url=url)).quota.redis_url == url
+    assert SentinelURL.parse(url) == SentinelURL(
+        (("10.0.0.1", 26379), ("fd00::2", 26380), ("sentinel3", 26379)), "glance-gate", 2, None, "s@cret")
 
 
 def test_unknown_section_and_a_key_that_is_not_a_table():

@@ -1,28 +1,40 @@
 """The ledger replicas share: one Redis, every operation one Lua script
 (ledger.lua), so seed, reserve, extend, commit, release and adjust are atomic
-across gateways, and leases run on Redis' clock."""
+across gateways, and leases run on Redis' clock.
+
+Through Redis Sentinel, each write is acknowledged by a replica (WAIT) before
+anything is decided on it: a failover promotes the most advanced replica, so
+it cannot lose a reservation that let an upload through, nor a commit. A
+write no replica acknowledges in time counts as Redis down."""
 
 from __future__ import annotations
 
+import asyncio
+import time
 import uuid
 from pathlib import Path
 
-import redis.asyncio as redis
-from redis.exceptions import RedisError
+from redis.exceptions import NoScriptError, RedisError
 
+from policy import redis_client
 from policy.config import UNLIMITED
 from policy.exceptions import Unavailable
 from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded
 
 SCRIPT = (Path(__file__).parent / "ledger.lua").read_text()
 LEASE_RAN_OUT, UNSEEDED = -1, -2
+READS = frozenset({"generation"})
+COMMIT_RETRY_SECONDS = 0.5
 
 
 class RedisLedger(Ledger):
     def __init__(self, url: str, timeout: float, lease_seconds: float, keep_commits_seconds: float):
         super().__init__(lease_seconds, keep_commits_seconds)
-        self._redis = redis.Redis.from_url(url, socket_timeout=timeout, socket_connect_timeout=timeout)
+        self._redis = redis_client.connect(url, timeout)
         self._script = self._redis.register_script(SCRIPT)
+        # Replicas that must hold a write; WAIT's own timeout leaves the socket's time to answer.
+        self._replicas = 1 if redis_client.is_sentinel(url) else 0
+        self._wait_ms = max(1, int(timeout * 1000 / 2))
 
     @staticmethod
     def _key(project: str, name: str) -> str:
@@ -34,13 +46,42 @@ class RedisLedger(Ledger):
         args = [op, hold, amount, generation, limit, max_uploads, int(flag),
                 int(self.lease_seconds * 1000), int(self.keep_commits_seconds * 1000), IDLE_SECONDS * 1000]
         try:
+            if self._replicas and op not in READS:
+                return await self._replicated(keys, args)
             return await self._script(keys=keys, args=args)
         except (RedisError, OSError) as e:
             raise Unavailable("redis", f"{type(e).__name__}: {e}") from None
 
+    async def _replicated(self, keys: list[str], args: list) -> object:
+        """The script's answer once a replica holds its writes."""
+        answer, acknowledged = await self._script_then_wait(keys, args)
+        if isinstance(answer, NoScriptError):  # a new primary: the script never ran there
+            await self._redis.script_load(SCRIPT)
+            answer, acknowledged = await self._script_then_wait(keys, args)
+        for result in (answer, acknowledged):
+            if isinstance(result, Exception):
+                raise result
+        if acknowledged < self._replicas:
+            raise Unavailable("redis", f"no replica acknowledged the write within {self._wait_ms} ms")
+        return answer
+
+    async def _script_then_wait(self, keys: list[str], args: list) -> list:
+        """One pipeline, so WAIT runs on the connection that made the writes."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            pipe.evalsha(self._script.sha, len(keys), *keys, *args)
+            pipe.wait(self._replicas, self._wait_ms)
+            return await pipe.execute(raise_on_error=False)
+
     async def ping(self) -> bool:
+        """Through Sentinel, also that a replica acknowledges: else every write fails."""
         try:
-            return bool(await self._redis.ping())
+            if not self._replicas:
+                return bool(await self._redis.ping())
+            async with self._redis.pipeline(transaction=False) as pipe:
+                pipe.ping()
+                pipe.wait(self._replicas, self._wait_ms)
+                pong, acknowledged = await pipe.execute()
+            return bool(pong) and acknowledged >= self._replicas
         except (RedisError, OSError):
             return False
 
@@ -71,7 +112,19 @@ class RedisLedger(Ledger):
         return bool(await self._call("renew", project, hold))
 
     async def commit(self, project, hold, stored) -> None:
-        await self._call("commit", project, hold, stored)
+        """Retried while the hold's lease may run (Redis restarting, a failover):
+        Glance stores the bytes, so losing the commit would undercount them
+        until the reconciliation. A commit that did run finds no hold the
+        next time, so a retry never counts twice."""
+        deadline = time.monotonic() + self.lease_seconds
+        while True:
+            try:
+                await self._call("commit", project, hold, stored)
+                return
+            except Unavailable:
+                if time.monotonic() + COMMIT_RETRY_SECONDS > deadline:
+                    raise
+            await asyncio.sleep(COMMIT_RETRY_SECONDS)
 
     async def release(self, project, hold) -> None:
         await self._call("release", project, hold)
