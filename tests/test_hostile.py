@@ -87,6 +87,15 @@ def negotiation_cases() -> list[Case]:
             cases.append(Case(f"accept {accept} {target}", target=target, headers=[("Accept", accept)]))
     cases.append(Case("two accept headers", target="/images/{id}/file",
                       headers=[("Accept", "application/vnd.openstack.images-v2"), ("Accept", "*/*")]))
+    # Glance reads WebOb's normalised Accept (no q=1, no empty items), and the
+    # path's version when the value is invalid
+    vnd = "application/vnd.openstack.images-v2"
+    cases += [Case(f"normalised accept {a!r} {t}", target=t, headers=[("Accept", a)]) for a, t in [
+        (f"{vnd};q=1", "/images/{id}/file"), (f"{vnd} ; q=1.000", "/images/{id}/file"),
+        (f"{vnd},", "/images/{id}/file"), (f", ,{vnd}", "/images/{id}/file"), (f"{vnd}.9;Q=1", "/images/{id}/stage"),
+        (f"{vnd};q=2", "/v2/images/{id}/file")]]
+    cases.append(Case("accept split over two headers", target="/images/{id}/file",
+                      headers=[("Accept", vnd), ("Accept", ",")]))
     return cases
 
 
@@ -103,7 +112,10 @@ def target_cases() -> list[Case]:
     ]] + [Case("host evil", replace={"Host": "evil.example"}), Case("no host", replace={"Host": None}),
           Case("two hosts", headers=[("Host", "evil.example")]),
           Case("benign path, original-url upload", target="/v2/images",
-               headers=[("X-Original-URL", "/v2/images/{id}/file")])]
+               headers=[("X-Original-URL", "/v2/images/{id}/file")])] + [
+        # gunicorn takes SCRIPT_NAME from a proxy it trusts (the gateway) off PATH_INFO
+        Case(f"environ header {k}: {v}", target=v + "/v2/images/{id}/file", headers=[(k, v)])
+        for k, v in [("SCRIPT_NAME", "/x"), ("Script_Name", "/x"), ("SCRIPT_NAME", "/v2"), ("SCRIPT_NAME", "/images")]]
 
 
 def framing_cases() -> list[Case]:
@@ -196,7 +208,11 @@ def method_cases() -> list[Case]:
     cases += [Case(f"{m} ?{q}", method=m, target="/v2/images/{id}/file?" + q) for m, q in [
         ("POST", "_method=PUT"), ("POST", "_method=put"), ("GET", "_method=PUT"), ("PATCH", "_method=PUT"),
         ("POST", "x=1&_method=PUT"), ("POST", "_method=GET&_method=PUT"), ("POST", "%5Fmethod=PUT"),
-        ("PUT", "_method=GET"), ("DELETE", "_method=PUT")]]
+        ("PUT", "_method=GET"), ("DELETE", "_method=PUT"),
+        # WebOb splits a query on `;` as well as `&`
+        ("POST", "x;_method=PUT"), ("POST", "_method=PUT;x"), ("GET", ";;_method=put;;"),
+        ("POST", "_method=x&%5Fmethod=PUT"), ("POST", "x;_method=%50UT")]]
+    cases += [Case("POST ?x;_method=PUT to stage", method="POST", target="/v2/images/{id}/stage?x;_method=PUT")]
     cases += [Case("POST ?_method=PUT to stage", method="POST", target="/v2/images/{id}/stage?_method=PUT"),
               Case("form POST _method=PUT", method="POST", replace={"Content-Type": "application/x-www-form-urlencoded"},
                    body=b"_method=PUT&" + BODY.replace(b"\x00", b"a")),
