@@ -13,8 +13,10 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
+from policy import decision as rules
 from tests.stack import connect, start_gateway, stop
 
 BODY = b"\x00" * 2048
@@ -308,4 +310,24 @@ def test_hostile_request_is_refused_or_policed(stack, hostile_gateway, case):
     if case.method == "PUT" and case.raw is None:
         assert all(c >= 300 for c in codes), reply[:500]  # refused, or Glance's version list
     stack.assert_untouched(image_id, cut=True)
+    stack.delete_image(image_id, user="userB")
+
+
+@pytest.mark.parametrize("method, target, headers, body", [
+    ("POST", "/v2/images/{id}/file", {"Content-Type": "application/x-www-form-urlencoded"}, b"_method=PUT&x=" + BODY),
+    ("PUT", "/v2/images/{id}/file/", {"Content-Type": OCTET}, BODY),
+    ("PUT", "/v2/images/{id}/FILE", {"Content-Type": OCTET}, BODY),
+    ("PUT", "/images/{id}/file", {"Content-Type": OCTET, "Accept": "application/vnd.openstack.images-V2"}, BODY),
+], ids=["form POST", "trailing slash", "FILE", "Accept V2"])
+def test_ambiguous_request_is_refused_in_glances_shape(stack, hostile_gateway, method, target, headers, body):
+    """Where Glance and a lenient WSGI stack may route a request differently,
+    or a form's body may name the method: 400 `ambiguous`, nothing forwarded."""
+    image_id = stack.create_image(user="userB")
+    with httpx.Client(base_url=hostile_gateway.url, timeout=30) as client:
+        r = client.request(method, target.format(id=image_id), content=body,
+                           headers={**headers, "X-Auth-Token": stack.token("userB")})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"code": 400, "title": "Bad Request", "message": rules.ambiguous().message}
+    assert r.headers["x-openstack-request-id"].startswith("req-")
+    stack.assert_untouched(image_id)
     stack.delete_image(image_id, user="userB")
