@@ -5,7 +5,14 @@ Host and scheme. So the client's Host is forwarded unchanged (mitmproxy's
 reverse mode would put the upstream's there), and X-Forwarded-Proto/-Host say
 what the gateway saw; Glance reads them with `[oslo_middleware]
 enable_proxy_headers_parsing = true`. A client's own such headers are dropped:
-they would choose the links, and the address Glance logs for the client."""
+they would choose the links, and the address Glance logs for the client.
+
+Nor does any header with `_` in its name reach Glance: a WSGI server maps it
+onto the environ variable of another header (`X_Auth_Token` onto
+HTTP_X_AUTH_TOKEN, beside or instead of the real one), or takes it for its own
+variable from a proxy it trusts, as gunicorn trusts 127.0.0.1 by default
+(`SCRIPT_NAME` moves the path Glance routes away from the one the gateway
+classified)."""
 
 from __future__ import annotations
 
@@ -13,16 +20,21 @@ from mitmproxy import http
 from mitmproxy.net.http import url
 from mitmproxy.proxy import server_hooks
 
-# Every header oslo_middleware's HTTPProxyToWSGI believes, and their siblings.
-PROXY_HEADERS = ("forwarded", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-                 "x-forwarded-prefix", "x-forwarded-port", "x-forwarded-server")
+
+
+def proxy_only(name: str) -> bool:
+    """A header only the gateway may send: Forwarded and X-Forwarded-*, which
+    oslo_middleware's HTTPProxyToWSGI and gunicorn's secure_scheme_headers
+    believe, and any name a WSGI server takes for an environ variable."""
+    name = name.lower()
+    return name == "forwarded" or name.startswith("x-forwarded-") or "_" in name
 
 
 class ForwardedHeaders:
     def requestheaders(self, flow: http.HTTPFlow) -> None:
         headers = flow.request.headers
-        for name in PROXY_HEADERS:
-            headers.pop(name, None)
+        for name in {name for name in headers if proxy_only(name)}:
+            del headers[name]
         scheme = "https" if flow.client_conn.tls_established else "http"
         headers["X-Forwarded-Proto"] = scheme
         # Without a Host (HTTP/1.0), the address the client connected to.

@@ -36,7 +36,7 @@ from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.glance import GlanceClient
 from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
 from policy.quota import hard_quota
-from policy.routes import CHANGE, OTHER, Route, classify, is_uuid
+from policy.routes import AMBIGUOUS, CHANGE, OTHER, Route, classify, is_uuid, wsgi_header
 
 log = logging.getLogger("glance_gate")
 
@@ -179,6 +179,9 @@ class GlanceGate:
             exchange.fail(400, "bad_request", GATEWAY, invalid)
             self.finish(exchange)
             return
+        if exchange.route.kind == AMBIGUOUS:
+            self.refuse(flow, exchange, rules.ambiguous())
+            return
         if exchange.route.is_upload:
             await self._upload(flow, exchange)
         elif exchange.route.is_import:
@@ -247,9 +250,7 @@ class GlanceGate:
         except ValueError as e:  # e.g. a malformed Content-Length
             size, invalid = None, invalid or str(e)
         exchange = Exchange(
-            route=classify(flow.request.method, flow.request.path,
-                           ", ".join(flow.request.headers.get_all("accept")),
-                           flow.request.headers.get("content-type", "")),
+            route=read_route(flow.request),
             method=flow.request.method,
             client=flow.client_conn.peername[0] if flow.client_conn.peername else "",
             request_id=request_id(),
@@ -345,8 +346,17 @@ class GlanceGate:
         if exchange.reservation:
             exchange.reservation.settle()
         metrics.finished(exchange)
-        if (exchange.route.is_upload or exchange.route.is_import) and self.audit:
+        if (exchange.route.is_upload or exchange.route.is_import or exchange.route.kind == AMBIGUOUS) and self.audit:
             self.audit.write(exchange)
+
+
+def read_route(request: http.Request) -> Route:
+    """The route Glance will take the request for, read from what reaches it:
+    the target's bytes, and its headers' environ values."""
+    def environ(name: bytes) -> str | None:
+        return wsgi_header([value for key, value in request.headers.fields if key.lower() == name])
+    return classify(request.method, request.data.path.decode("latin-1"),
+                    environ(b"accept"), environ(b"content-type"))
 
 
 def trailers_refusal() -> bytes:

@@ -167,6 +167,13 @@ def unknown_size_import(method: str) -> Decision:
                     f"Import method {method!r} brings data of unknown size; this gateway's quota refuses it.")
 
 
+def ambiguous() -> Decision:
+    """Glance's stack may read the request's method, version or path another
+    way than the gateway (policy.routes.AMBIGUOUS): it is not forwarded."""
+    return Decision(400, "ambiguous", "Glance may route this request other than the gateway reads it; "
+                                      "send it as Glance's API documents it.")
+
+
 def plaintext() -> Decision:
     """Plain HTTP on a port that serves HTTPS (gateway.tls_cert_file)."""
     return Decision(400, "bad_request", "This port serves HTTPS only.")

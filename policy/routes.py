@@ -1,15 +1,27 @@
-"""Which requests are uploads. The gateway classifies the path Glance's router
-will see: decoded, dot segments and duplicate slashes resolved, and put through
-Glance's version negotiation, which routes `/v2.1/images/…`, and `/images/…`
-with `Accept: application/vnd.openstack.images-v2`, to the v2 API. A variant
-spelling of an upload path is still an upload."""
+"""Which requests are uploads, read the way Glance 33's stack will route them.
+
+Glance's reading, layer by layer (the cloud-in-a-box's, and tests/glance_oracle.py's):
+gunicorn makes PATH_INFO of the target's path, percent-decoded to latin-1 and
+nothing else; paste's URLMap collapses `//`; Glance's version negotiation
+takes the version from WebOb's *normalised* Accept, or else pops it off the
+path; routes takes the method from a `_method` in the query as WebOb parses it
+(split on `&` and `;`), or from a form POST's body, then matches its
+case-sensitive patterns. The gateway reads each request so, with WebOb itself.
+
+A second, lenient reading (the path decoded, dot segments, `//`, `;params`,
+case and trailing slashes resolved: what another WSGI server or a front end
+may do) keeps deployments that differ covered. Where the readings disagree on
+a request either would police, or where a form POST's body may name the
+method, the gateway cannot be certain: AMBIGUOUS, which it refuses."""
 
 from __future__ import annotations
 
 import posixpath
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import unquote, unquote_to_bytes, urlsplit
+
+import webob
 
 UPLOAD = "upload"
 STAGE = "stage"
@@ -17,18 +29,30 @@ IMPORT = "import"
 DOWNLOAD = "download"
 CHANGE = "change"  # may change what the image stores: update, delete, a store's copy, a new location
 OTHER = "other"
+AMBIGUOUS = "ambiguous"  # Glance may read it another way than the gateway: refused
+POLICED = frozenset({UPLOAD, STAGE, IMPORT, CHANGE})
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
-_IMAGE_DATA = re.compile(r"^/images/([^/]*)/(file|stage|import)$", re.IGNORECASE)
-# Glance's routes that change an image's locations, status or owner: what its
-# image_size_total counts (size x locations of the owner's live images).
-_CHANGES = ((re.compile(r"^/images/([^/]*)$", re.IGNORECASE), {"PATCH", "DELETE"}),
-            (re.compile(r"^/stores/[^/]*/([^/]*)$", re.IGNORECASE), {"DELETE"}),
-            (re.compile(r"^/images/([^/]*)/locations$", re.IGNORECASE), {"POST"}))
-# A superset of the versions Glance 33 maps to v2 (v2, v2.0 … v2.18): policing a
-# path Glance would then answer with 300 costs nothing.
+# The routes of Glance's v2 router (glance/api/v2/router.py) that the gateway
+# polices, as routes 2.5 compiles them: `{var}` is `[^/]+?`, and `$` also
+# matches before a final newline. Image data, and what changes an image's
+# locations, status or owner: what its image_size_total counts.
+_ROUTES = ((r"^/images/(?P<image_id>[^/]+?)/file$", {"PUT": UPLOAD, "GET": DOWNLOAD}),
+           (r"^/images/(?P<image_id>[^/]+?)/stage$", {"PUT": STAGE}),
+           (r"^/images/(?P<image_id>[^/]+?)/import$", {"POST": IMPORT}),
+           (r"^/images/(?P<image_id>[^/]+?)$", {"PATCH": CHANGE, "DELETE": CHANGE}),
+           (r"^/stores/[^/]+?/(?P<image_id>[^/]+?)$", {"DELETE": CHANGE}),
+           (r"^/images/(?P<image_id>[^/]+?)/locations$", {"POST": CHANGE}))
+_GLANCE = tuple((re.compile(p), kinds) for p, kinds in _ROUTES)
+_LENIENT = tuple((re.compile(p, re.IGNORECASE), kinds) for p, kinds in _ROUTES)
+# What a form's `_method` may name, when the gateway cannot see the body.
+_METHODS = frozenset(method for _, kinds in _ROUTES for method in kinds)
+# Every version any configuration of Glance 33 maps to v2 (VersionNegotiationFilter).
+_GLANCE_V2 = frozenset({"v2"} | {f"v2.{n}" for n in range(19)})
+# The lenient reading's: a superset (a path Glance answers with 300 costs nothing).
 _V2 = re.compile(r"v2(\.\d+)?", re.IGNORECASE)
 _VND = "application/vnd.openstack.images-"
+_FORMS = ("application/x-www-form-urlencoded", "multipart/form-data")
 
 
 @dataclass(frozen=True)
@@ -45,9 +69,90 @@ class Route:
         return self.kind == IMPORT
 
 
+def wsgi_header(values: list[bytes]) -> str | None:
+    """A header's environ value, as gunicorn makes it: latin-1, repeats joined by `,`."""
+    return ",".join(value.decode("latin-1") for value in values) if values else None
+
+
+def classify(method: str, target: str, accept: str | None = None, content_type: str | None = None) -> Route:
+    """The route of a request: `target` as it is sent to Glance, `accept` and
+    `content_type` as environ values (wsgi_header)."""
+    path_info, query = _wsgi_path(target)
+    request = webob.Request({"QUERY_STRING": query} if accept is None else
+                            {"QUERY_STRING": query, "HTTP_ACCEPT": accept})
+    negotiated = str(request.accept)  # what VersionNegotiationFilter compares
+    methods = {_override(request, query) or method}
+    if "_method" not in query and method.upper() == "POST" and _form(content_type or ""):
+        methods |= _METHODS  # routes reads `_method` from the body, after the gateway decided
+    glance, lenient = _glance_api_path(path_info, negotiated), api_path(target, negotiated)
+    exact = {_match(_GLANCE, glance, m) for m in methods}
+    routes = exact | {_match(_LENIENT, lenient, m.upper()) for m in methods}
+    if len(routes) == 1:
+        return routes.pop()
+    if any(r.kind in POLICED for r in routes):
+        return Route(AMBIGUOUS)
+    return exact.pop() if len(exact) == 1 else Route(OTHER)
+
+
+def _wsgi_path(target: str) -> tuple[str, str]:
+    """PATH_INFO and QUERY_STRING, as gunicorn builds them (split_request_uri)."""
+    try:
+        if target.startswith("//"):  # urlsplit would take it for an authority
+            parts = urlsplit("." + target)
+            parts = parts._replace(path=parts.path[1:])
+        else:
+            parts = urlsplit(target)
+    except ValueError:  # gunicorn answers 400
+        return "", ""
+    return unquote_to_bytes(parts.path).decode("latin-1"), parts.query
+
+
+def _override(request: webob.Request, query: str) -> str | None:
+    """routes' method override from the query (RoutesMiddleware)."""
+    if "_method" not in query:
+        return None
+    try:
+        method = request.GET.get("_method")
+    except UnicodeDecodeError:
+        return None
+    return method.upper() if method else None
+
+
+def _form(content_type: str) -> bool:
+    """routes' is_form_post, and any spelling another server may read as one."""
+    return any(item.split(";", 1)[0].strip().lower() in _FORMS for item in content_type.split(","))
+
+
+def _glance_api_path(path_info: str, accept: str) -> str | None:
+    """PATH_INFO as Glance's v2 router gets it, or None where it never does."""
+    if path_info and not path_info.startswith("/"):
+        return None
+    path = re.sub("//+", "/", path_info)  # the root URLMap
+    if path == "/healthcheck" or path.startswith("/healthcheck/"):
+        return None
+    if path.lstrip("/").split("/", 1)[0] == "versions":
+        return None
+    if accept.startswith(_VND):  # media-type versioning: the path keeps its first segment
+        version, rest = accept[len(_VND):], path
+    else:
+        version, slash, rest = path.lstrip("/").partition("/")
+        rest = slash + rest
+    if version not in _GLANCE_V2:
+        return None
+    path = re.sub("//+", "/", "/v2" + rest)  # rootapp's URLMap
+    return path[3:] if path == "/v2" or path.startswith("/v2/") else None
+
+
+def _match(routes, path: str | None, method: str) -> Route:
+    for pattern, kinds in routes:
+        if path is not None and (found := pattern.match(path)):
+            return Route(kinds[method], found.group("image_id")) if method in kinds else Route(OTHER)
+    return Route(OTHER)
+
+
 def normalize(path: str) -> str:
-    """The path as a WSGI router would see it: no query or params, decoded,
-    duplicate slashes and dot segments resolved, no trailing slash."""
+    """The path as a lenient WSGI stack might see it: no query or params,
+    decoded, duplicate slashes and dot segments resolved, no trailing slash."""
     path = path.split("?", 1)[0].split("#", 1)[0]
     path = unquote(path).split(";", 1)[0]
     path = re.sub(r"/{2,}", "/", path)
@@ -56,46 +161,13 @@ def normalize(path: str) -> str:
 
 
 def api_path(path: str, accept: str = "") -> str | None:
-    """The path below the version, as Glance's version negotiation leaves it,
-    or None where Glance answers with its version list instead."""
+    """The lenient reading of the path below the version, or None where Glance
+    answers with its version list instead."""
     path = normalize(path)
-    if accept.startswith(_VND):  # media-type versioning: the path keeps its first segment
+    if accept.startswith(_VND):
         return path if _V2.fullmatch(accept[len(_VND):]) else None
     version, _, rest = path.lstrip("/").partition("/")
     return "/" + rest if _V2.fullmatch(version) else None
-
-
-def methods(method: str, path: str, content_type: str = "") -> set[str]:
-    """Every method Glance's router may take the request for: `routes` lets a
-    `_method` in the query override any request's method, and one in the body
-    of a form POST (which the gateway cannot see before deciding)."""
-    query = path.partition("?")[2].split("#", 1)[0]
-    found = {method.upper()} | {v.upper() for k, v in parse_qsl(query, keep_blank_values=True)
-                                 if k == "_method" and v}
-    form = content_type.split(";", 1)[0].strip().lower()
-    if method.upper() == "POST" and form in ("application/x-www-form-urlencoded", "multipart/form-data"):
-        found.add("PUT")
-    return found
-
-
-def classify(method: str, path: str, accept: str = "", content_type: str = "") -> Route:
-    api = api_path(path, accept) or ""
-    match = _IMAGE_DATA.match(api)
-    if not match:
-        for pattern, changing in _CHANGES:
-            if (change := pattern.match(api)) and methods(method, path, content_type) & changing:
-                return Route(CHANGE, change.group(1))
-        return Route(OTHER)
-    image_id, action = match.group(1), match.group(2).lower()
-    found = methods(method, path, content_type)
-    if action == "import":
-        return Route(IMPORT if "POST" in found else OTHER, image_id)
-    if "PUT" in found:
-        return Route(UPLOAD if action == "file" else STAGE, image_id)
-    if found & {"GET", "HEAD"} and action == "file":
-        return Route(DOWNLOAD, image_id)
-    # Glance answers 405 to any other method on these paths.
-    return Route(OTHER, image_id)
 
 
 def is_uuid(value: str) -> bool:

@@ -13,8 +13,10 @@ import socket
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit
 
+import httpx
 import pytest
 
+from policy import decision as rules
 from tests.stack import connect, start_gateway, stop
 
 BODY = b"\x00" * 2048
@@ -87,6 +89,15 @@ def negotiation_cases() -> list[Case]:
             cases.append(Case(f"accept {accept} {target}", target=target, headers=[("Accept", accept)]))
     cases.append(Case("two accept headers", target="/images/{id}/file",
                       headers=[("Accept", "application/vnd.openstack.images-v2"), ("Accept", "*/*")]))
+    # Glance reads WebOb's normalised Accept (no q=1, no empty items), and the
+    # path's version when the value is invalid
+    vnd = "application/vnd.openstack.images-v2"
+    cases += [Case(f"normalised accept {a!r} {t}", target=t, headers=[("Accept", a)]) for a, t in [
+        (f"{vnd};q=1", "/images/{id}/file"), (f"{vnd} ; q=1.000", "/images/{id}/file"),
+        (f"{vnd},", "/images/{id}/file"), (f", ,{vnd}", "/images/{id}/file"), (f"{vnd}.9;Q=1", "/images/{id}/stage"),
+        (f"{vnd};q=2", "/v2/images/{id}/file")]]
+    cases.append(Case("accept split over two headers", target="/images/{id}/file",
+                      headers=[("Accept", vnd), ("Accept", ",")]))
     return cases
 
 
@@ -103,7 +114,10 @@ def target_cases() -> list[Case]:
     ]] + [Case("host evil", replace={"Host": "evil.example"}), Case("no host", replace={"Host": None}),
           Case("two hosts", headers=[("Host", "evil.example")]),
           Case("benign path, original-url upload", target="/v2/images",
-               headers=[("X-Original-URL", "/v2/images/{id}/file")])]
+               headers=[("X-Original-URL", "/v2/images/{id}/file")])] + [
+        # gunicorn takes SCRIPT_NAME from a proxy it trusts (the gateway) off PATH_INFO
+        Case(f"environ header {k}: {v}", target=v + "/v2/images/{id}/file", headers=[(k, v)])
+        for k, v in [("SCRIPT_NAME", "/x"), ("Script_Name", "/x"), ("SCRIPT_NAME", "/v2"), ("SCRIPT_NAME", "/images")]]
 
 
 def framing_cases() -> list[Case]:
@@ -196,7 +210,11 @@ def method_cases() -> list[Case]:
     cases += [Case(f"{m} ?{q}", method=m, target="/v2/images/{id}/file?" + q) for m, q in [
         ("POST", "_method=PUT"), ("POST", "_method=put"), ("GET", "_method=PUT"), ("PATCH", "_method=PUT"),
         ("POST", "x=1&_method=PUT"), ("POST", "_method=GET&_method=PUT"), ("POST", "%5Fmethod=PUT"),
-        ("PUT", "_method=GET"), ("DELETE", "_method=PUT")]]
+        ("PUT", "_method=GET"), ("DELETE", "_method=PUT"),
+        # WebOb splits a query on `;` as well as `&`
+        ("POST", "x;_method=PUT"), ("POST", "_method=PUT;x"), ("GET", ";;_method=put;;"),
+        ("POST", "_method=x&%5Fmethod=PUT"), ("POST", "x;_method=%50UT")]]
+    cases += [Case("POST ?x;_method=PUT to stage", method="POST", target="/v2/images/{id}/stage?x;_method=PUT")]
     cases += [Case("POST ?_method=PUT to stage", method="POST", target="/v2/images/{id}/stage?_method=PUT"),
               Case("form POST _method=PUT", method="POST", replace={"Content-Type": "application/x-www-form-urlencoded"},
                    body=b"_method=PUT&" + BODY.replace(b"\x00", b"a")),
@@ -292,4 +310,24 @@ def test_hostile_request_is_refused_or_policed(stack, hostile_gateway, case):
     if case.method == "PUT" and case.raw is None:
         assert all(c >= 300 for c in codes), reply[:500]  # refused, or Glance's version list
     stack.assert_untouched(image_id, cut=True)
+    stack.delete_image(image_id, user="userB")
+
+
+@pytest.mark.parametrize("method, target, headers, body", [
+    ("POST", "/v2/images/{id}/file", {"Content-Type": "application/x-www-form-urlencoded"}, b"_method=PUT&x=" + BODY),
+    ("PUT", "/v2/images/{id}/file/", {"Content-Type": OCTET}, BODY),
+    ("PUT", "/v2/images/{id}/FILE", {"Content-Type": OCTET}, BODY),
+    ("PUT", "/images/{id}/file", {"Content-Type": OCTET, "Accept": "application/vnd.openstack.images-V2"}, BODY),
+], ids=["form POST", "trailing slash", "FILE", "Accept V2"])
+def test_ambiguous_request_is_refused_in_glances_shape(stack, hostile_gateway, method, target, headers, body):
+    """Where Glance and a lenient WSGI stack may route a request differently,
+    or a form's body may name the method: 400 `ambiguous`, nothing forwarded."""
+    image_id = stack.create_image(user="userB")
+    with httpx.Client(base_url=hostile_gateway.url, timeout=30) as client:
+        r = client.request(method, target.format(id=image_id), content=body,
+                           headers={**headers, "X-Auth-Token": stack.token("userB")})
+    assert r.status_code == 400, r.text
+    assert r.json() == {"code": 400, "title": "Bad Request", "message": rules.ambiguous().message}
+    assert r.headers["x-openstack-request-id"].startswith("req-")
+    stack.assert_untouched(image_id)
     stack.delete_image(image_id, user="userB")
