@@ -92,14 +92,23 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields from the third (state) on; [] for a process gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of the processes (all their threads)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+    return sum(int(f[11]) + int(f[12]) for f in map(_stat, pids) if f) / CLK_TCK
+
+
+def minor_faults(pids: list[int]) -> int:
+    """Minor page faults of the processes (`minflt`): what glibc's malloc costs
+    when it maps and unmaps a region per large buffer."""
+    return sum(int(f[7]) for f in map(_stat, pids) if f)
 
 
 def gateway_rss_mib(pid: int) -> float:
@@ -132,20 +141,24 @@ class RssSampler:
 
 
 class CpuMeter:
-    """CPU seconds used by client (this process), gateway and Glance during a block."""
+    """CPU seconds used by client (this process), gateway and Glance during a
+    block, and the gateway's minor page faults."""
 
     def __init__(self, gateway_pid: int, glance_pids: list[int]):
         self.groups = {"client": [os.getpid()], "gateway": [gateway_pid, *children(gateway_pid)],
                        "glance": glance_pids}
         self.used: dict[str, float] = {}
+        self.gateway_faults = 0
 
     def __enter__(self) -> CpuMeter:
         self._start = {k: cpu_seconds(p) for k, p in self.groups.items()}
+        self._faults = minor_faults(self.groups["gateway"])
         return self
 
     def __exit__(self, *exc) -> None:
         self.used = {k: round(cpu_seconds(p) - self._start[k], 2) if p else None
                      for k, p in self.groups.items()}
+        self.gateway_faults = minor_faults(self.groups["gateway"]) - self._faults
 
 
 def glance_pids(stack: Stack) -> list[int]:
@@ -211,9 +224,14 @@ def transfers(kind: str, stack: Stack, gw, size: int, runs: int, images: list[st
                     peak = max(peak, rss.peak)
                 per[name].append({"seconds": round(seconds, 2), "mib_s": rate(size, seconds),
                                   "cpu_seconds": cpu.used})
+                if name == "gateway":
+                    per[name][-1].update(gateway_cpu_s_per_gib=round(cpu.used["gateway"] / (size / GiB), 2),
+                                         gateway_minflt_per_gib=round(cpu.gateway_faults / (size / GiB)))
     median = {name: round(statistics.median(r["mib_s"] for r in rs), 1) for name, rs in per.items()}
     return {"runs": per, "median_mib_s": median,
             "ratio_gateway_direct": round(median["gateway"] / median["direct"], 3),
+            "gateway_cpu_s_per_gib": statistics.median(r["gateway_cpu_s_per_gib"] for r in per["gateway"]),
+            "gateway_minflt_per_gib": statistics.median(r["gateway_minflt_per_gib"] for r in per["gateway"]),
             "gateway_peak_rss_mib": round(peak, 1)}
 
 
@@ -324,7 +342,9 @@ def table(result: dict) -> str:
             cpu = "  ".join("/".join(str(r["cpu_seconds"][k]) for k in ("client", "gateway", "glance"))
                             for r in runs)
             lines.append(f"{kind:<11}{name:<10}{speeds:<{width}}{res['median_mib_s'][name]:>6.1f}  {cpu}")
-        lines.append(f"{'':<11}ratio gateway/direct (median): {res['ratio_gateway_direct']}")
+        lines.append(f"{'':<11}ratio gateway/direct (median): {res['ratio_gateway_direct']};"
+                     f" gateway per GiB (median): {res['gateway_cpu_s_per_gib']} CPU-s,"
+                     f" {res['gateway_minflt_per_gib']:,} minor faults")
     lines += ["", f"gateway RSS MiB (one process: {rss['processes'] == 1}): idle {rss['idle']},"
                   f" peak during uploads {rss['upload_peak']}, during downloads {rss['download_peak']}",
               "", "rejected 1 GiB upload       status  ms to answer  body bytes (3 tries)"]
