@@ -116,7 +116,7 @@ class GlanceGate:
                           "Path to glance-gate's config.toml.")
         wire.refuse_request_trailers(trailers_refusal)
         wire.retry_on_fresh_connection()
-        wire.install_pump()
+        wire.install_pump(metrics.pumped_bytes.inc)
 
     def configure(self, updated: set[str]) -> None:
         if "glance_gate_config" in updated:

@@ -270,7 +270,6 @@ def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
 # own as before. Anything that fails mid-body aborts both connections: the
 # client gets a short body, never a complete-looking one.
 PUMP = "glance_gate_pump"  # flow.metadata: the addon hands the response body to the pump
-PUMPED = "glance_gate_pumped"  # flow.metadata: bytes the pump moved
 PUMP_TAIL = 64 * 1024
 # SO_RCVLOWAT: no wake-up for less. Never above the tail, which is always still
 # to come; and a larger one clamps the TCP window (Linux's tcp_set_rcvlowat):
@@ -298,8 +297,8 @@ def _pumpable(flow: http.HTTPFlow) -> bool:
 class Pump:
     """One response body, moved between the two sockets."""
 
-    def __init__(self, flow: http.HTTPFlow):
-        self.flow = flow
+    def __init__(self, flow: http.HTTPFlow, moved: Callable[[int], None]):
+        self.flow, self.moved = flow, moved
         self.body: ContentLengthReader | None = None  # mitmproxy's count of the body left to read
 
     async def run(self, handler, server_io, client_io) -> bool:
@@ -337,7 +336,7 @@ class Pump:
             ok = False
         finally:
             self.body._remaining -= moved
-            self.flow.metadata[PUMPED] = moved
+            self.moved(moved)
             for sock in (src, dst):
                 if sock:
                     sock.close()
@@ -369,10 +368,10 @@ def _dup(transport: asyncio.Transport) -> socket.socket:
     return sock
 
 
-def install_pump() -> None:
+def install_pump(moved: Callable[[int], None]) -> None:
     """A streamed response the addon handed to the pump gets one once
     mitmproxy has sent its head; it runs once mitmproxy's HTTP/1 client reads
-    the body with a Content-Length reader."""
+    the body with a Content-Length reader. `moved(bytes)` after each."""
     stream = http_layer.HttpStream
     if getattr(stream.start_response_stream, "pumps", False):
         return
@@ -381,7 +380,7 @@ def install_pump() -> None:
     def start_response_stream_pumped(self):
         yield from start_response_stream(self)
         if _pumpable(self.flow):
-            _pumps[self.flow.server_conn] = Pump(self.flow)
+            _pumps[self.flow.server_conn] = Pump(self.flow, moved)
 
     client = _http1.Http1Client
     read_body = client.read_body
