@@ -8,6 +8,7 @@ import hashlib
 import os
 import signal
 import socket
+import ssl
 import threading
 import time
 
@@ -18,6 +19,7 @@ from addons import supervisor
 from tests.relay import Relay
 from tests.stack import connect, start_gateway, stop, wait_until
 from tests.test_faults import Glance
+from tests.test_tls import tls_settings
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB
@@ -96,10 +98,10 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def download(url: str, image_id: str, token: str) -> str:
+def download(url: str, image_id: str, token: str, verify: ssl.SSLContext | bool = True) -> str:
     digest = hashlib.sha256()
     with httpx.stream("GET", f"{url}/v2/images/{image_id}/file", headers={"X-Auth-Token": token},
-                      timeout=60) as r:
+                      timeout=60, verify=verify) as r:
         assert r.status_code == 200
         for chunk in r.iter_raw(MiB):
             digest.update(chunk)
@@ -276,5 +278,22 @@ def test_sigterm_drain_finishes_or_cuts_pumped_downloads(stack, tmp_path, image)
             assert len(stalled_body) < SIZE and stalled_body == data[:len(stalled_body)]
             assert time.monotonic() - sigterm < 3 + 8  # cut by the drain, not the supervisor's kill
         assert gw.proc.wait(30) == 0
+    finally:
+        stop(gw.proc)
+
+
+@pytest.mark.parametrize("leg", ["client", "upstream"])
+def test_no_pump_on_a_tls_leg(stack, tls, tmp_path, image, leg):
+    """HTTPS to the client, or to Glance: mitmproxy's TLS layer moves every byte."""
+    image_id, data = image
+    if leg == "client":
+        gw = start_gateway(tmp_path, stack, gateway_settings=tls_settings(tls, upstream_ca=False))
+    else:
+        gw = start_gateway(tmp_path, stack, upstream=tls["glance_tls_url"],
+                           gateway_settings={"upstream_ca_file": tls["ca_file"]})
+    try:
+        verify = ssl.create_default_context(cafile=tls["ca_file"])
+        assert download(gw.url, image_id, stack.token("userA"), verify) == sha(data)
+        assert gw.metric(PUMPED) == 0
     finally:
         stop(gw.proc)
