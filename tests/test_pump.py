@@ -19,7 +19,6 @@ from addons import supervisor
 from tests.relay import Relay
 from tests.stack import connect, start_gateway, stop, wait_until
 from tests.test_faults import Glance
-from tests.test_tls import tls_settings
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB
@@ -287,7 +286,9 @@ def test_no_pump_on_a_tls_leg(stack, tls, tmp_path, image, leg):
     """HTTPS to the client, or to Glance: mitmproxy's TLS layer moves every byte."""
     image_id, data = image
     if leg == "client":
-        gw = start_gateway(tmp_path, stack, gateway_settings=tls_settings(tls, upstream_ca=False))
+        tls_dir = os.path.join(tls["tls_dir"], "server")
+        gw = start_gateway(tmp_path, stack, gateway_settings={"tls_cert_file": f"{tls_dir}.pem",
+                                                              "tls_key_file": f"{tls_dir}.key"})
     else:
         gw = start_gateway(tmp_path, stack, upstream=tls["glance_tls_url"],
                            gateway_settings={"upstream_ca_file": tls["ca_file"]})
