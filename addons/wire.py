@@ -12,8 +12,9 @@ to cut a streamed request so that the upstream sees an *incomplete* message:
 - every piece of a streamed body costs ~90 Python calls and 5 copies (a
   download through it runs at a fifth of Glance direct).
 So these helpers work on the asyncio transports of the flow's connection
-handler, and patch that one parser method and HttpStream's protocol-error
-handler. tests/test_wire_pin.py pins the mitmproxy version they were proven
+handler, and patch two parser methods (a request's trailers, a response
+body's count) and two of HttpStream's (the protocol-error handler, the start
+of a streamed answer). tests/test_wire_pin.py pins the mitmproxy version they were proven
 against (by test_early_rejection.py, the cut tests of test_upload_spec.py,
 test_hostile.py, test_fail_closed.py, test_keepalive.py, test_slow_clients.py,
 test_pump.py).
