@@ -116,6 +116,7 @@ class GlanceGate:
                           "Path to glance-gate's config.toml.")
         wire.refuse_request_trailers(trailers_refusal)
         wire.retry_on_fresh_connection()
+        wire.install_pump(metrics.pumped_bytes.inc)
 
     def configure(self, updated: set[str]) -> None:
         if "glance_gate_config" in updated:
@@ -277,6 +278,8 @@ class GlanceGate:
         exchange = flow.metadata.get("glance_gate")
         # A change's small answer is held until its bytes are in the ledger (`response`).
         flow.response.stream = not (exchange and exchange.change)
+        if flow.response.stream and exchange and not (exchange.route.is_upload or exchange.route.is_import):
+            wire.pump(flow)  # nothing of it is read: a download moves at the sockets' speed
         if self.draining:
             flow.response.headers["connection"] = "close"
 

@@ -49,6 +49,7 @@ decision_duration = Histogram("glance_gate_decision_duration_seconds",
                               "Time to decide an upload: the latency the gateway adds.", buckets=_LATENCY)
 upload_bytes = Counter("glance_gate_upload_bytes", "Upload body bytes forwarded to Glance.")
 upload_size = Histogram("glance_gate_upload_size_bytes", "Sizes of uploads Glance accepted.", buckets=_SIZES)
+pumped_bytes = Counter("glance_gate_pumped_bytes", "Answer body bytes moved by the pump (addons/wire.py).")
 uploads_in_flight = Gauge("glance_gate_uploads_in_flight", "Uploads streaming to Glance now.",
                           multiprocess_mode="livesum")
 quota_rejections = Counter("glance_gate_quota_rejections", "Uploads refused for the quota.")

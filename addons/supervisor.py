@@ -35,6 +35,10 @@ READY_SECONDS = 60  # a worker that does not listen by then is taken as failed
 BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 16, 30)
 STABLE_SECONDS = 60  # a worker that lived this long resets its slot's backoff
 NEEDS_RESTART = ("listen", "metrics", "workers")
+# glibc's malloc, read by each worker at its start (an operator's own values win):
+# by default it maps and unmaps a fresh region for each large buffer (a 1 MiB
+# read of a download), ~480,000 page faults and 2-3 CPU-s per GiB moved.
+MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 * 1024 * 1024), "MALLOC_TRIM_THRESHOLD_": str(32 * 1024 * 1024)}
 
 
 @dataclass
@@ -85,7 +89,7 @@ class Supervisor:
 
     def spawn(self, slot: int) -> Worker:
         sock = self.sockets[slot]
-        env = {**{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},  # systemd hears the supervisor
+        env = {**MALLOC_ENV, **{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},  # systemd hears the supervisor
                metrics.MULTIPROC_ENV: str(self.metrics_dir),
                "GLANCE_GATE_WORKER": str(slot), "GLANCE_GATE_LISTEN_FD": str(sock.fileno()),
                "GLANCE_GATE_SUPERVISOR": str(os.getpid())}

@@ -8,13 +8,18 @@ to cut a streamed request so that the upstream sees an *incomplete* message:
   client without an answer and the upstream with a half-sent body;
 - an idle upstream connection is reused however long it idled, and one that
   fails before its answer is a 502, even for a GET;
-- nothing closes a client connection on a deadline.
+- nothing closes a client connection on a deadline;
+- every piece of a streamed body costs ~90 Python calls and 5 copies (a
+  download through it runs at a fifth of Glance direct).
 So these helpers work on the asyncio transports of the flow's connection
 handler (an answer written there bypasses the TLS layer: it is sealed with
-that layer's own session first), and patch that one parser method and HttpStream's protocol-error
-handler. tests/test_wire_pin.py pins the mitmproxy version they were proven
-against (by test_early_rejection.py, the cut tests of test_upload_spec.py,
-test_hostile.py, test_fail_closed.py, test_keepalive.py, test_slow_clients.py).
+that layer's own session first), and patch two parser methods (a request's
+trailers, a response body's count) and two of HttpStream's (the protocol-error
+handler, the start of a streamed answer). tests/test_wire_pin.py pins the
+mitmproxy version they were proven
+against (by test_early_rejection.py, test_answers.py, the cut tests of
+test_upload_spec.py, test_hostile.py, test_fail_closed.py, test_keepalive.py,
+test_slow_clients.py, test_pump.py).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestEndOfMessage, RequestHeaders,
                                                    ResponseProtocolError)
+from h11._readers import ContentLengthReader
 
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 # Reads of an upstream connection: Glance's answers (downloads) are never
@@ -326,16 +332,163 @@ def stop_accepting() -> None:
 
 
 def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
-    """Read an upstream connection in BULK_READ pieces (from `server_connected`)."""
-    _, transports = _handler(data.client)
+    """Read an upstream connection in BULK_READ pieces (from `server_connected`),
+    and run the pump of a body handed to it (`pump`) in place of a read."""
+    handler, transports = _handler(data.client)
     io = transports.get(data.server)
     if not io or not isinstance(io.reader, asyncio.StreamReader) or not io.writer:
         return
-    reader = io.reader
+    reader, server = io.reader, data.server
     read = reader.read
-    reader.read = lambda n=-1: read(BULK_READ)  # mitmproxy's loop asks for 65535
+
+    async def read_or_pump(n: int = -1) -> bytes:  # mitmproxy's loop asks for 65535
+        # Only between mitmproxy's events, with nothing read and not yet parsed:
+        # the body reader's count is then exactly what is still in the socket.
+        if (pumped := _pumps.get(server)) and pumped.body is not None and not reader._buffer:
+            del _pumps[server]
+            if not await pumped.run(handler, transports.get(server), transports.get(data.client)):
+                return b""  # both connections aborted: mitmproxy ends the flow as failed
+        return await read(BULK_READ)
+
+    reader.read = read_or_pump
     reader._limit = BULK_READ  # the buffer pauses the socket at twice this
     io.writer.transport.max_size = BULK_READ  # bytes per recv()
+
+
+# The pump. A response body of known length that nothing inspects is moved
+# from Glance's socket to the client's by the gateway itself, large reads
+# straight into one buffer, instead of through mitmproxy's layers. mitmproxy
+# sent the head; it reads the last PUMP_TAIL bytes itself, so the end of the
+# message (keep-alive, the `response` hook, metrics, a drain's close) is its
+# own as before. Anything that fails mid-body aborts both connections: the
+# client gets a short body, never a complete-looking one.
+PUMP = "glance_gate_pump"  # flow.metadata: the addon hands the response body to the pump
+PUMP_TAIL = 64 * 1024
+# SO_RCVLOWAT: no wake-up for less. Never above the tail, which is always still
+# to come; and a larger one clamps the TCP window (Linux's tcp_set_rcvlowat):
+# 256 KiB cut a download from Glance to a third.
+PUMP_LOWAT = PUMP_TAIL
+# A wait longer than this drops the low-water mark for the rest of the body:
+# the bytes of a trickling Glance then count as activity at once, so the idle
+# timeout cuts a stalled upstream, never a slow one.
+PUMP_SLOW_SECONDS = 0.5
+
+
+def pump(flow: http.HTTPFlow) -> None:
+    """From `responseheaders`: nothing of this response's body is inspected or
+    held, so the pump may move it (if it is plaintext and of known length)."""
+    flow.metadata[PUMP] = True
+
+
+def _pumpable(flow: http.HTTPFlow) -> bool:
+    response = flow.response
+    return bool(flow.metadata.get(PUMP) and response and response.stream is True
+                and not flow.client_conn.tls and not flow.server_conn.tls
+                and "content-length" in response.headers and "transfer-encoding" not in response.headers)
+
+
+class Pump:
+    """One response body, moved between the two sockets."""
+
+    def __init__(self, flow: http.HTTPFlow, moved: Callable[[int], None]):
+        self.flow, self.moved = flow, moved
+        self.body: ContentLengthReader | None = None  # mitmproxy's count of the body left to read
+
+    async def run(self, handler, server_io, client_io) -> bool:
+        """Moves all but PUMP_TAIL of the body; False if it failed and aborted both connections."""
+        assert self.body is not None
+        left = self.body._remaining - PUMP_TAIL
+        if left <= 0 or not server_io or not client_io or not isinstance(client_io.writer, asyncio.StreamWriter):
+            return True
+        server, client = server_io.writer.transport, client_io.writer.transport
+        if server.is_closing() or client.is_closing():
+            return True
+        loop = asyncio.get_running_loop()
+        moved, ok, src, dst = 0, True, None, None
+        try:
+            await _flushed(client_io.writer)  # mitmproxy's head, and any body it sent, go first
+            # Own descriptors: asyncio refuses socket calls on one a transport uses.
+            src, dst = _dup(server), _dup(client)
+            server.pause_reading()
+            src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, PUMP_LOWAT)
+            view, wait = memoryview(bytearray(BULK_READ)), PUMP_SLOW_SECONDS
+            while moved < left and not (server.is_closing() or client.is_closing()):
+                into = view[:min(BULK_READ, left - moved)]
+                try:
+                    n = await asyncio.wait_for(loop.sock_recv_into(src, into), wait)
+                except TimeoutError:
+                    src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+                    wait = None
+                    continue
+                if not n:
+                    break  # Glance closed early: mitmproxy reads the EOF, the body is short
+                await loop.sock_sendall(dst, into[:n])
+                moved += n
+                handler.timeout_watchdog.register_activity()
+        except OSError:
+            ok = False
+        finally:
+            self.body._remaining -= moved
+            self.moved(moved)
+            for sock in (src, dst):
+                if sock:
+                    sock.close()
+            if not ok:
+                server.abort()
+                client.abort()
+            elif not server.is_closing():
+                server.resume_reading()
+        return ok
+
+
+_pumps: weakref.WeakKeyDictionary[Server, Pump] = weakref.WeakKeyDictionary()
+
+
+async def _flushed(writer: asyncio.StreamWriter) -> None:
+    """Waits until the transport has written everything it holds."""
+    transport = writer.transport
+    high, low = transport.get_write_buffer_limits()[::-1]
+    transport.set_write_buffer_limits(0)
+    try:
+        await writer.drain()
+    finally:
+        transport.set_write_buffer_limits(high, low)
+
+
+def _dup(transport: asyncio.Transport) -> socket.socket:
+    sock = socket.socket(fileno=os.dup(transport.get_extra_info("socket").fileno()))
+    sock.setblocking(False)
+    return sock
+
+
+def install_pump(moved: Callable[[int], None]) -> None:
+    """A streamed response the addon handed to the pump gets one once
+    mitmproxy has sent its head; it runs once mitmproxy's HTTP/1 client reads
+    the body with a Content-Length reader. `moved(bytes)` after each."""
+    stream = http_layer.HttpStream
+    if getattr(stream.start_response_stream, "pumps", False):
+        return
+    start_response_stream = stream.start_response_stream
+
+    def start_response_stream_pumped(self):
+        yield from start_response_stream(self)
+        if _pumpable(self.flow):
+            _pumps[self.flow.server_conn] = Pump(self.flow, moved)
+
+    client = _http1.Http1Client
+    read_body = client.read_body
+
+    def read_body_counted(self, event):
+        yield from read_body(self, event)
+        if (pumped := _pumps.get(self.conn)) and pumped.body is None:
+            if pumped.flow.response is self.response and isinstance(self.body_reader, ContentLengthReader):
+                pumped.body = self.body_reader
+            else:
+                del _pumps[self.conn]
+
+    start_response_stream_pumped.pumps = True
+    stream.start_response_stream = start_response_stream_pumped
+    client.read_body = read_body_counted
 
 
 def skip_message_typechecks() -> None:

@@ -120,12 +120,18 @@ def curl(*args: str) -> tuple[float, int]:
     return moved / 1e6 / float(seconds), moved
 
 
-def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int, transfers: int) -> dict:
-    """req/s, download and upload MB/s of one path; gateway CPU s/GiB when pids() names processes."""
+def small(url: str, pids, seconds: int) -> dict:
+    """req/s of small requests; the gateway's CPU ms per request when pids() names processes."""
     before = cpu_seconds(pids())
-    row: dict = {"req_s": wrk(f"{base}/small", seconds)}
+    row: dict = {"req_s": wrk(url, seconds)}
     if pids():
         row["cpu_ms_per_req"] = round((cpu_seconds(pids()) - before) * 1000 / (row["req_s"] * seconds), 3)
+    return row
+
+
+def measure(name: str, base: str, nginx: Nginx, pids, seconds: int, size: int, transfers: int) -> dict:
+    """req/s, download and upload MB/s of one path; gateway CPU s/GiB when pids() names processes."""
+    row = small(f"{base}/small", pids, seconds)
     for kind, args in (("download", [f"{base}/big"]),
                        ("upload", ["-T", str(nginx.shm / "big"), f"{base}/dav/{name}"])):
         rates, cpu = [], []
@@ -183,7 +189,8 @@ def table(result: dict) -> str:
     lines.append("")
     for path in [p for p in ("glance direct", "glance via baseline", "glance via workers=1",
                               "glance via workers=2") if p in rows]:
-        lines.append(f"{path:<22}{rows[path]['req_s']:>12,.0f}   (GET /versions)")
+        lines.append(f"{path:<22}{rows[path]['req_s']:>12,.0f}{rows[path].get('cpu_ms_per_req', ''):>11}"
+                     "   (GET /versions)")
     lines += ["", "ratios, side by side:"] + [f"  {k}: {v}" for k, v in result["ratios"].items()]
     return "\n".join(lines)
 
@@ -241,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
                 rounds.setdefault(label, []).append(
                     measure(label, gw.url, nginx, lambda gw=gw: gateway_pids(gw), args.seconds, size, args.transfers))
             print("glance ...", flush=True)
-            rounds.setdefault("glance direct", []).append({"req_s": wrk(f"{stack.glance}/versions", args.seconds)})
+            rounds.setdefault("glance direct", []).append(small(f"{stack.glance}/versions", lambda: [], args.seconds))
             for label in [f"glance via {p}" for p in paths]:
+                gw = gateways[label]
                 rounds.setdefault(label, []).append(
-                    {"req_s": wrk(f"{gateways[label].url}/versions", args.seconds)})
+                    small(f"{gw.url}/versions", lambda gw=gw: gateway_pids(gw), args.seconds))
     result["rounds"] = rounds
     result["median"] = m = {path: median_rows(rs) for path, rs in rounds.items()}
     result["ratios"] = {

@@ -31,7 +31,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from bench.upload import BLOCKS, cpu_seconds  # noqa: E402
+from bench.upload import BLOCKS, children, cpu_seconds, minor_faults  # noqa: E402
 from tests.stack import Stack, load_cloud, load_tls_cloud, start_gateway, stop  # noqa: E402
 
 MiB = 1024 * 1024
@@ -55,10 +55,12 @@ def curl(url: str, token: str, ca_file: str, upload: Path | None = None) -> dict
 
 
 def measured(gw, transfer) -> dict:
-    before = cpu_seconds([gw.proc.pid])
+    pids = [gw.proc.pid, *children(gw.proc.pid)]  # the supervisor and its worker
+    before, faults = cpu_seconds(pids), minor_faults(pids)
     result = transfer()
-    result["gateway_cpu_seconds"] = round(cpu_seconds([gw.proc.pid]) - before, 2)
+    result["gateway_cpu_seconds"] = round(cpu_seconds(pids) - before, 2)
     result["gateway_cpu_seconds_per_gib"] = round(result["gateway_cpu_seconds"] / (result["bytes"] / GiB), 2)
+    result["gateway_minflt_per_gib"] = round((minor_faults(pids) - faults) / (result["bytes"] / GiB))
     return result
 
 
@@ -104,7 +106,9 @@ def main() -> None:
 
     summary = {mode: {kind: {"median_mib_s": round(statistics.median(r["mib_s"] for r in runs), 1),
                              "median_gateway_cpu_seconds_per_gib":
-                                 round(statistics.median(r["gateway_cpu_seconds_per_gib"] for r in runs), 2)}
+                                 round(statistics.median(r["gateway_cpu_seconds_per_gib"] for r in runs), 2),
+                             "median_gateway_minflt_per_gib":
+                                 statistics.median(r["gateway_minflt_per_gib"] for r in runs)}
                       for kind, runs in by_kind.items()}
                for mode, by_kind in results.items()}
     for kind in ("upload", "download"):

@@ -1,6 +1,6 @@
 """Benchmark of glance-gate against the cloud-in-a-box, on loopback.
 
-    .venv/bin/python bench/upload.py [--size-mib 1024] [--runs 2]
+    .venv/bin/python bench/upload.py [--size-mib 1024] [--runs 2] [--https]
 
 What it measures, each against Glance directly and through a glance-gate it
 starts itself (quota unlimited, on a free port; stopped at the end):
@@ -19,8 +19,12 @@ starts itself (quota unlimited, on a free port; stopped at the end):
    and whether the connection is then closed), and without it (the client
    streams the body at once; how many bytes the kernel accepted before the
    close/reset, an upper bound of what the gateway could have read).
-4. download throughput: GET of an uploaded image, direct vs gateway, with
-   curl (output to /dev/null): the Python client tops out below Glance.
+4. download throughput: GET of an uploaded image, direct vs gateway (and with
+   `--https`, through a gateway with HTTPS on both legs), with curl (output
+   to /dev/null): the Python client tops out below Glance.
+
+Per GiB moved through a gateway: its CPU seconds and its minor page faults
+(`minflt` of /proc/PID/stat, the supervisor and its worker).
 
 Prints a table, writes bench/results/latest.json. Needs `scripts/cloud up`
 (run here, idempotent). Figures only: nothing is asserted about timings.
@@ -92,14 +96,23 @@ def children(pid: int) -> list[int]:
     return kids
 
 
+def _stat(pid: int) -> list[str]:
+    """/proc/PID/stat's fields from the third (state) on; [] for a process gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return []
+
+
 def cpu_seconds(pids: list[int]) -> float:
     """utime + stime of the processes (all their threads)."""
-    total = 0
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])
-    return total / CLK_TCK
+    return sum(int(f[11]) + int(f[12]) for f in map(_stat, pids) if f) / CLK_TCK
+
+
+def minor_faults(pids: list[int]) -> int:
+    """Minor page faults of the processes (`minflt`): what glibc's malloc costs
+    when it maps and unmaps a region per large buffer."""
+    return sum(int(f[7]) for f in map(_stat, pids) if f)
 
 
 def gateway_rss_mib(pid: int) -> float:
@@ -132,20 +145,24 @@ class RssSampler:
 
 
 class CpuMeter:
-    """CPU seconds used by client (this process), gateway and Glance during a block."""
+    """CPU seconds used by client (this process), gateway and Glance during a
+    block, and the gateway's minor page faults."""
 
     def __init__(self, gateway_pid: int, glance_pids: list[int]):
         self.groups = {"client": [os.getpid()], "gateway": [gateway_pid, *children(gateway_pid)],
                        "glance": glance_pids}
         self.used: dict[str, float] = {}
+        self.gateway_faults = 0
 
     def __enter__(self) -> CpuMeter:
         self._start = {k: cpu_seconds(p) for k, p in self.groups.items()}
+        self._faults = minor_faults(self.groups["gateway"])
         return self
 
     def __exit__(self, *exc) -> None:
         self.used = {k: round(cpu_seconds(p) - self._start[k], 2) if p else None
                      for k, p in self.groups.items()}
+        self.gateway_faults = minor_faults(self.groups["gateway"]) - self._faults
 
 
 def glance_pids(stack: Stack) -> list[int]:
@@ -175,10 +192,11 @@ def upload(http: httpx.Client, base: str, image_id: str, token: str, size: int) 
     return seconds
 
 
-def download(http: httpx.Client, base: str, image_id: str, token: str, size: int) -> float:
+def download(http: httpx.Client, base: str, image_id: str, token: str, size: int, ca_file: str = "") -> float:
     """With curl, not the Python client: httpx itself tops out near 380 MB/s,
     below what Glance serves, so it would measure itself."""
     out = subprocess.run(["curl", "-sS", "-o", "/dev/null", "--max-time", str(STEP_SECONDS),
+                          *(["--http1.1", "--cacert", ca_file] if ca_file else []),
                           "-w", "%{http_code} %{size_download} %{time_total}", "-H", f"X-Auth-Token: {token}",
                           f"{base}/v2/images/{image_id}/file"],
                          capture_output=True, text=True, timeout=STEP_SECONDS + 30, check=True).stdout
@@ -190,31 +208,55 @@ def download(http: httpx.Client, base: str, image_id: str, token: str, size: int
     return float(seconds)
 
 
-def transfers(kind: str, stack: Stack, gw, size: int, runs: int, images: list[str]) -> dict:
-    """`runs` rounds of direct then gateway; uploads create their images (kept in `images`)."""
+def transfers(kind: str, stack: Stack, gw, size: int, runs: int, images: list[str], https=None) -> dict:
+    """`runs` rounds of direct then gateway (then, for downloads with `https`
+    = (gateway, CA file), that gateway over HTTPS to the HTTPS Glance); uploads
+    create their images (kept in `images`)."""
     token = stack.token("userA")
-    targets = {"direct": stack.glance, "gateway": gw.url}
-    per: dict[str, list[dict]] = {"direct": [], "gateway": []}
+    targets = {"direct": (stack.glance, gw, ""), "gateway": (gw.url, gw, "")}
+    if https and kind == "download":
+        targets["gateway https"] = (https[0].url, https[0], https[1])
+    per: dict[str, list[dict]] = {name: [] for name in targets}
     peak = 0.0
     with httpx.Client(timeout=httpx.Timeout(120, connect=10)) as http:
         for _ in range(runs):
-            for name, base in targets.items():
+            for name, (base, meter, ca_file) in targets.items():
                 if kind == "upload":
                     image_id = stack.create_image("userA", name=f"bench-{name}-{time.time_ns()}")
                     images.append(image_id)
                     run = functools.partial(upload, http, base, image_id, token, size)
                 else:  # the first uploaded image
-                    run = functools.partial(download, http, base, images[0], token, size)
-                with RssSampler(gw.proc.pid) as rss, CpuMeter(gw.proc.pid, glance_pids(stack)) as cpu:
+                    run = functools.partial(download, http, base, images[0], token, size, ca_file)
+                with RssSampler(meter.proc.pid) as rss, CpuMeter(meter.proc.pid, glance_pids(stack)) as cpu:
                     seconds = run()
                 if name == "gateway":
                     peak = max(peak, rss.peak)
                 per[name].append({"seconds": round(seconds, 2), "mib_s": rate(size, seconds),
                                   "cpu_seconds": cpu.used})
+                if name != "direct":
+                    per[name][-1].update(gateway_cpu_s_per_gib=round(cpu.used["gateway"] / (size / GiB), 2),
+                                         gateway_minflt_per_gib=round(cpu.gateway_faults / (size / GiB)))
     median = {name: round(statistics.median(r["mib_s"] for r in rs), 1) for name, rs in per.items()}
-    return {"runs": per, "median_mib_s": median,
-            "ratio_gateway_direct": round(median["gateway"] / median["direct"], 3),
-            "gateway_peak_rss_mib": round(peak, 1)}
+    result = {"runs": per, "median_mib_s": median,
+              "ratio_gateway_direct": round(median["gateway"] / median["direct"], 3),
+              "gateway_peak_rss_mib": round(peak, 1)}
+    for name in [n for n in per if n != "direct"]:
+        key = name.replace(" ", "_")
+        result[f"{key}_cpu_s_per_gib"] = statistics.median(r["gateway_cpu_s_per_gib"] for r in per[name])
+        result[f"{key}_minflt_per_gib"] = statistics.median(r["gateway_minflt_per_gib"] for r in per[name])
+    return result
+
+
+def start_https_gateway(tmp: Path, stack: Stack):
+    """A gateway with HTTPS on both legs (as bench/tls.py runs it), and the test CA."""
+    tls = json.loads((STATE / "cloud-tls.json").read_text())
+    tls_dir = Path(tls["tls_dir"])
+    gw = start_gateway(tmp, stack, upstream=tls["glance_tls_url"], keystone=tls["keystone_tls_url"],
+                       keystone_settings={"ca_file": tls["ca_file"]},
+                       gateway_settings={"tls_cert_file": str(tls_dir / "server.pem"),
+                                         "tls_key_file": str(tls_dir / "server.key"),
+                                         "upstream_ca_file": tls["ca_file"]})
+    return gw, tls["ca_file"]
 
 
 def reject_expect(url: str, image_id: str, token: str) -> dict:
@@ -314,17 +356,21 @@ def table(result: dict) -> str:
              f" load average {result['loadavg_at_start'][0]:.2f} at start,"
              f" {result['loadavg_at_end'][0]:.2f} at end",
              "",
-             f"{str(result['size_mib']) + ' MiB':<11}{'path':<10}{'MiB/s per run':<{width}}{'median':>6}"
+             f"{str(result['size_mib']) + ' MiB':<11}{'path':<15}{'MiB/s per run':<{width}}{'median':>6}"
              "  CPU s per run (client/gateway/glance)"]
     for kind in ("upload", "download"):
         res = result[kind]
-        for name in ("direct", "gateway"):
+        for name in res["runs"]:
             runs = res["runs"][name]
             speeds = " ".join(f"{r['mib_s']:6.1f}" for r in runs)
             cpu = "  ".join("/".join(str(r["cpu_seconds"][k]) for k in ("client", "gateway", "glance"))
                             for r in runs)
-            lines.append(f"{kind:<11}{name:<10}{speeds:<{width}}{res['median_mib_s'][name]:>6.1f}  {cpu}")
+            lines.append(f"{kind:<11}{name:<15}{speeds:<{width}}{res['median_mib_s'][name]:>6.1f}  {cpu}")
         lines.append(f"{'':<11}ratio gateway/direct (median): {res['ratio_gateway_direct']}")
+        for name in [n for n in res["runs"] if n != "direct"]:
+            key = name.replace(" ", "_")
+            lines.append(f"{'':<11}{name} per GiB (median): {res[f'{key}_cpu_s_per_gib']} CPU-s,"
+                         f" {res[f'{key}_minflt_per_gib']:,} minor faults")
     lines += ["", f"gateway RSS MiB (one process: {rss['processes'] == 1}): idle {rss['idle']},"
                   f" peak during uploads {rss['upload_peak']}, during downloads {rss['download_peak']}",
               "", "rejected 1 GiB upload       status  ms to answer  body bytes (3 tries)"]
@@ -347,11 +393,14 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="upload/download size (MiB)")
     parser.add_argument("--runs", type=int, default=2, help="rounds of direct + gateway")
+    parser.add_argument("--https", action="store_true",
+                        help="downloads also through a gateway with HTTPS on both legs (CLOUD_TLS=1)")
     args = parser.parse_args(argv)
     size = args.size_mib * MiB
 
+    env = {**os.environ, "CLOUD_TLS": "1"} if args.https else None
     up = subprocess.run([str(REPO / "scripts" / "cloud"), "up"], capture_output=True, text=True,
-                        timeout=600)
+                        timeout=600, env=env)
     if up.returncode:
         sys.exit(f"scripts/cloud up failed:\n{up.stdout}{up.stderr}")
     stack = Stack(json.loads((STATE / "cloud.json").read_text()))
@@ -367,13 +416,18 @@ def main(argv: list[str] | None = None) -> int:
         gw_quota = start_gateway(Path(tmp), stack,
                                  quota={stack.user("userB")["project_id"]: 1024})
         running.callback(stop, gw_quota.proc)
+        https = None
+        if args.https:
+            gw_https, ca_file = start_https_gateway(Path(tmp), stack)
+            running.callback(stop, gw_https.proc)
+            https = (gw_https, ca_file)
         try:
             time.sleep(1)  # let the gateway settle before the idle reading
             rss = {"idle": round(gateway_rss_mib(gw.proc.pid), 1), "processes": 1 + len(children(gw.proc.pid))}
             print(f"uploading {args.runs} x 2 x {args.size_mib} MiB ...", flush=True)
             result["upload"] = transfers("upload", stack, gw, size, args.runs, images)
             print("downloading ...", flush=True)
-            result["download"] = transfers("download", stack, gw, size, args.runs, images)
+            result["download"] = transfers("download", stack, gw, size, args.runs, images, https)
             rss.update(upload_peak=result["upload"]["gateway_peak_rss_mib"],
                        download_peak=result["download"]["gateway_peak_rss_mib"])
             result["gateway_rss_mib"] = rss
@@ -391,7 +445,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{result['machine']['nproc']} cores shared by client, gateway and Glance: "
         "the gateway's CPU time is taken from Glance's hashing, so the ratio reflects contention.",
         "CPU s: utime+stime deltas from /proc; Glance's count covers all it served meanwhile.",
-        "download: the first uploaded image, GET from both paths in turn, with curl.",
+        "download: the first uploaded image, GET from each path in turn, with curl.",
+        "gateway https: HTTPS from curl to the gateway and from the gateway to the cloud's HTTPS Glance.",
         "gateway: the supervisor and its worker (CPU and RSS summed)."]
     report = table(result)
     print(report)
