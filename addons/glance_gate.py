@@ -344,6 +344,9 @@ class GlanceGate:
         if exchange.reservation:
             exchange.reservation.settle()
         metrics.finished(exchange)
+        if would := exchange.quota_would_refuse:
+            log.warning("quota dry-run: %s %s would have been refused, passed: %s",
+                        exchange.request_id, exchange.route.kind, would.message)
         if (exchange.route.is_upload or exchange.route.is_import) and self.audit:
             self.audit.write(exchange)
 

@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from addons.exchange import UPSTREAM, Exchange
 from policy.config import Config
+from policy.decision import BYTES_STORED
 from policy.exceptions import Misconfigured, Unavailable
 from policy.health import Probe
 
@@ -52,6 +53,9 @@ upload_size = Histogram("glance_gate_upload_size_bytes", "Sizes of uploads Glanc
 uploads_in_flight = Gauge("glance_gate_uploads_in_flight", "Uploads streaming to Glance now.",
                           multiprocess_mode="livesum")
 quota_rejections = Counter("glance_gate_quota_rejections", "Uploads refused for the quota.")
+quota_would_refuse = Counter("glance_gate_quota_would_refuse",
+                             "Requests a quota would have refused, passed under quota.enforce = dry-run.",
+                             ["resource"])
 quota_reservations = Counter("glance_gate_quota_reservations", "Quota reservations settled, by outcome.",
                              ["outcome"])  # committed, released, error (left to its lease)
 # A listing of 5,000 images takes seconds; a drift is anything from a byte to terabytes.
@@ -110,6 +114,8 @@ def finished(exchange: Exchange) -> None:
         decision_duration.observe(exchange.decision_seconds)
     if exchange.reason == "quota":
         quota_rejections.inc()
+    if would := exchange.quota_would_refuse:
+        quota_would_refuse.labels(would.figures.resource if would.figures else BYTES_STORED).inc()
     if exchange.route.is_import:
         method = exchange.verdict.import_method if exchange.verdict else None
         imports.labels(method if method in IMPORT_METHODS else "other", exchange.reason).inc()

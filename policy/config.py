@@ -296,6 +296,7 @@ class Quota(Table):
     lease_seconds: Seconds = 30
     ledger_down: Literal["refuse", "allow"] = "refuse"  # what an upload gets when the Redis ledger is down
     remote_import: Literal["refuse", "allow"] = "refuse"  # web-download / glance-download, size unknown
+    enforce: Literal["enforce", "dry-run"] = "enforce"  # dry-run: quota refusals only counted, for roll-outs
 
     @model_validator(mode="after")
     def _redis(self) -> Quota:

@@ -51,6 +51,11 @@ class Verdict:
     owner: str | None = None  # the project charged: the image owner's
     hold: Hold | None = None  # the owner's reservation, when it has a quota
     import_method: str | None = None  # imports only
+    would_refuse: Decision | None = None  # dry-run: the quota refusal the request passed
+
+    def quota_would_refuse(self) -> Decision | None:
+        """Dry-run: the one quota refusal the request passed, at its decision or mid-stream."""
+        return self.would_refuse or (self.hold.would_refuse if self.hold else None)
 
     def check_transferred(self, transferred: int) -> Decision | None:
         """The quota rule again, for a body whose size shows only as it streams."""
@@ -113,7 +118,12 @@ class UploadGate:
             return None
         verdict.import_method = method
         if method in REMOTE_IMPORTS:
-            return rules.unknown_size_import(method) if self.config.quota.remote_import == "refuse" else None
+            if self.config.quota.remote_import == "allow":
+                return None
+            if self.quota.dry_run:
+                verdict.would_refuse = rules.unknown_size_import(method)
+                return None
+            return rules.unknown_size_import(method)
         copies = await self._new_copies(image, method, stores, request.get("all_stores") is True)
         if not copies or not image.size:
             return None  # nothing to store, or nothing staged: Glance answers

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 
 from policy import decision as rules
 from policy.config import UNLIMITED, Quota
-from policy.decision import Decision
+from policy.decision import Decision, QuotaFigures
 from policy.exceptions import Unavailable
 from policy.glance import GlanceClient
 from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded, Usage
@@ -39,6 +39,7 @@ HEADROOM = 256 * 1024
 class HardQuota:
     def __init__(self, quota: Quota, limits: Limits, glance: GlanceClient, ledger: Ledger):
         self.quota, self.limits, self.glance, self.ledger = quota, limits, glance, ledger
+        self.dry_run = quota.enforce == "dry-run"  # quota refusals are only counted
         self._listings = asyncio.Semaphore(quota.max_listings)
         self._seeding: SingleFlight[None] = SingleFlight()  # project -> its one listing under way
         self._seen: dict[str, float] = {}  # project -> last decision: the ones to reconcile
@@ -85,10 +86,22 @@ class HardQuota:
         grant = await self.ask(owner, lambda: self.ledger.reserve(owner, hold_id, amount, limit, cap, partial))
         assert grant is not None
         if cap != UNLIMITED and grant.uploads >= cap:
-            return None, rules.too_many_uploads(grant.uploads, cap)
-        if not grant.bytes:
-            return None, rules.quota_exceeded(grant.used, limit)
-        return Hold(self, owner, hold_id, limit, grant, incremental=partial), None
+            refusal = rules.quota_exceeded(QuotaFigures(rules.UPLOADS, owner, grant.uploads, cap, 1))
+        elif not grant.bytes:
+            # A body of unknown size needs one byte of room to start.
+            refusal = rules.quota_exceeded(QuotaFigures(rules.BYTES_STORED, owner, grant.used, limit,
+                                                        1 if partial else amount))
+        else:
+            return Hold(self, owner, hold_id, limit, grant, incremental=partial), None
+        if not self.dry_run:
+            return None, refusal
+        # Dry-run: it passes, accounted like any upload, so later decisions count its bytes.
+        grant = await self.ask(owner, lambda: self.ledger.reserve(owner, hold_id, amount, UNLIMITED, UNLIMITED,
+                                                                  partial))
+        assert grant is not None
+        hold = Hold(self, owner, hold_id, UNLIMITED, grant, incremental=partial)
+        hold.would_refuse = refusal
+        return hold, None
 
     async def changing(self, image_id: str) -> Change | None:
         """What the image stores before a change (policy.routes.CHANGE) is
@@ -161,17 +174,28 @@ class Hold:
 
     def __init__(self, quota: HardQuota, owner: str, hold_id: str, limit: int, grant: Grant, incremental: bool):
         self.quota, self.owner, self.id, self.limit = quota, owner, hold_id, limit
-        self.granted, self.used = grant.bytes, grant.used
+        self.granted = grant.bytes
+        self.others = grant.used  # what the project's other uploads and usage held at the last grant
         self.step = quota.quota.chunk_bytes
         # A fixed size is granted whole; a partial first step means the limit is reached.
         self.exhausted = not incremental or grant.bytes < self.step
         self.extending = False
         self.failure: Decision | None = None  # the ledger failed: no byte past the grant
+        self.would_refuse: Decision | None = None  # dry-run: the quota refusal it passed, the first one
 
     def check(self, transferred: int) -> Decision | None:
         if transferred <= self.granted:
             return None
-        return self.failure or rules.quota_exceeded(self.used, self.limit)
+        if self.failure:
+            return self.failure
+        refusal = rules.quota_exceeded(
+            QuotaFigures(rules.BYTES_STORED, self.owner, self.others, self.limit, transferred))
+        if not self.quota.dry_run:
+            return refusal
+        # Dry-run: the upload goes on, its grant growing past the limit from now on.
+        self.would_refuse = self.would_refuse or refusal
+        self.limit, self.exhausted = UNLIMITED, False
+        return None
 
     def wants_more(self, transferred: int) -> bool:
         return not self.exhausted and not self.extending and self.granted - transferred < self.step // 2
@@ -197,8 +221,8 @@ class Hold:
             self.exhausted = True
             self.failure = self.failure or rules.unavailable("quota ledger", "the reservation's lease ran out")
             return
+        self.others = grant.used - self.granted  # the ledger counted this hold's own grant too
         self.granted += grant.bytes
-        self.used = grant.used
         self.exhausted = grant.bytes < self.step
 
     async def renew(self) -> bool:
@@ -209,6 +233,8 @@ class Hold:
         """Commit what Glance stored (the body's bytes, or all that was granted),
         release the rest."""
         if stored:
+            if transferred is not None and transferred > self.granted:  # dry-run past the limit: all of it counts
+                await self.quota.ledger.extend(self.owner, self.id, transferred - self.granted, UNLIMITED)
             await self.quota.ledger.commit(self.owner, self.id, self.granted if transferred is None else transferred)
         else:
             await self.quota.ledger.release(self.owner, self.id)
