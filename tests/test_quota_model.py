@@ -1,0 +1,118 @@
+"""Glance's quota model at the gateway, end to end (issue 19): refusals that
+give their figures, dry-run, and limits read in the gateway's own region."""
+
+from __future__ import annotations
+
+import os
+import random
+import re
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+
+from tests.stack import stop, wait_until
+from tests.test_quota import (MiB, chunks, gateway, glance_usage, projQ, redis_module,  # noqa: F401
+                              redis_server, system_token)
+from tests.test_upload_spec import assert_refusal, put
+
+FIGURES = re.compile(r"used or reserved (\d+) \w+, limit (\d+), needed (\d+)\)")
+
+
+def figures(response: httpx.Response) -> tuple[int, int, int]:
+    """used, limit, needed, as the 413's message gives them."""
+    found = FIGURES.search(response.json()["message"])
+    assert found, response.text
+    used, limit, needed = map(int, found.groups())
+    return used, limit, needed
+
+
+def ledger_usage(server, project: str) -> int:
+    """The usage the Redis ledger holds for the project."""
+    return int(server.cli("GET", f"glance-gate:quota:{{{project}}}:usage"))
+
+
+def test_a_refusal_gives_the_figures_of_the_ledger(stack, projQ, tmp_path, redis_server):
+    """The 413 names the resource, the project's usage, its limit and what the
+    upload needed; the usage is the ledger's (and Glance's), the audit line the same."""
+    gw = gateway(tmp_path, stack, projQ, 5 * MiB, redis_server)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        assert put(client, stack.create_image(user="userQ"), token, os.urandom(3 * MiB)).status_code == 204
+        stored = ledger_usage(redis_server, projQ)
+        assert stored == glance_usage(stack, projQ) == 3 * MiB
+
+        image_id = stack.create_image(user="userQ")
+        declared = put(client, image_id, token, os.urandom(3 * MiB))
+        assert_refusal(declared, 413, "image_size_total")
+        assert f"{projQ} stores 3.0 MiB of 5.0 MiB; this upload needs 3.0 MiB" in declared.json()["message"]
+        assert figures(declared) == (stored, 5 * MiB, 3 * MiB)
+        stack.assert_untouched(image_id)
+
+        # Chunked, of unknown size: cut where it would cross the limit.
+        cut = put(client, image_id, token, chunks(3 * MiB))
+        assert_refusal(cut, 413, "image_size_total")
+        used, limit, needed = figures(cut)
+        assert (used, limit) == (stored, 5 * MiB) and used + needed > limit >= needed
+        stack.glance_took_up(image_id, 1)
+        stack.assert_untouched(image_id, cut=True)
+        wait_until(lambda: ledger_usage(redis_server, projQ) == stored, "the cut upload released")
+        assert glance_usage(stack, projQ) == stored
+    finally:
+        stop(gw.proc)
+    refused = [r["quota"] for r in gw.audit() if r["status"] == 413]
+    assert refused == [{"resource": "image_size_total", "project": projQ, "used": u, "limit": lim, "needed": n}
+                       for u, lim, n in (figures(declared), figures(cut))]
+
+
+def test_dry_run_passes_every_would_be_refusal_and_counts_it_once(stack, projQ, tmp_path, redis_server):
+    """The race of test_quota (24 uploads, 2.4x the quota, half chunked, over
+    two gateways on one Redis) with quota.enforce = "dry-run": every upload
+    passes; each one the quota would have refused is counted and audited once,
+    and those it would have let through fit the quota, as with enforcement."""
+    quota = 10 * MiB
+    gateways = [gateway(tmp_path, stack, projQ, quota, redis_server, enforce="dry-run") for _ in range(2)]
+    rng = random.Random(4)
+    sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
+    token = stack.token("userQ")
+    images = [stack.create_image(user="userQ") for _ in sizes]
+
+    def upload(i: int) -> int:
+        body = chunks(sizes[i]) if i % 2 else os.urandom(sizes[i])
+        with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
+            return put(client, images[i], token, body).status_code
+
+    try:
+        with ThreadPoolExecutor(len(sizes)) as pool:
+            statuses = list(pool.map(upload, range(len(sizes))))
+        # Every upload is committed, the ones past the quota too: the ledger counts what Glance stores.
+        wait_until(lambda: ledger_usage(redis_server, projQ) == sum(sizes), "every upload committed")
+        counted = sum(gw.metric("glance_gate_quota_would_refuse_total", resource="image_size_total")
+                      for gw in gateways)
+    finally:
+        for gw in gateways:
+            stop(gw.proc)
+    assert statuses == [204] * len(sizes)
+    records = {r["image_id"]: r for gw in gateways for r in gw.audit()}
+    assert len(records) == len(sizes) == sum(len(gw.audit()) for gw in gateways)
+    would = [i for i, image_id in enumerate(images) if "would_refuse" in records[image_id]]
+    print(f"\ndry-run: {len(would)} of {len(sizes)} uploads would have been refused, "
+          f"{counted:.0f} counted; all passed")
+    assert would and counted == len(would)
+    assert all(records[images[i]]["would_refuse"]["resource"] == "image_size_total" for i in would)
+    assert sum(size for i, size in enumerate(sizes) if i not in would) <= quota
+    assert glance_usage(stack, projQ) == sum(sizes)
+
+
+def test_token_and_state_are_enforced_in_dry_run(stack, projQ, tmp_path):
+    gw = gateway(tmp_path, stack, projQ, MiB, enforce="dry-run")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        image_id = stack.create_image(user="userQ")
+        assert_refusal(put(client, image_id, "not-a-token", os.urandom(2 * MiB)), 401, "authentication")
+        assert put(client, image_id, stack.token("userQ"), os.urandom(2 * MiB)).status_code == 204
+        assert_refusal(put(client, image_id, stack.token("userQ"), b"x"), 409, "status")
+    finally:
+        stop(gw.proc)
+    assert [r["status"] for r in gw.audit()] == [401, 204, 409]
+    assert [("would_refuse" in r) for r in gw.audit()] == [False, True, False]
