@@ -283,7 +283,8 @@ class Quota(Table):
     default_bytes: Count
     projects: dict[str, Count] = {}
     max_uploads: Count = UNLIMITED  # concurrent uploads per project
-    keystone_limits: bool = False  # read image_size_total from Keystone's unified limits
+    keystone_limits: bool = False  # read the limits from Keystone's unified limits
+    region: str = ""  # Keystone's limits of this region apply ("": those with no region)
     limits_cache_seconds: Seconds = 60
     reconcile_seconds: Seconds = 300  # each project's usage re-listed at Glance this often
     # listings of a project's images at Glance at once (cold projects, reconciliation)
@@ -304,8 +305,10 @@ class Quota(Table):
             raise PydanticCustomError("conflict", 'must be a redis:// URL with ledger = "redis"', {"key": "redis_url"})
         return self
 
-    def limit_for(self, project_id: str) -> int:
-        """Byte limit for a project; UNLIMITED (-1) means no limit."""
+    def limit_for(self, project_id: str, resource: str = "image_size_total") -> int:
+        """A project's limit of a resource of Glance's (bytes, or a count); UNLIMITED (-1) means none."""
+        if resource == "image_count_uploading":
+            return self.max_uploads
         return self.projects.get(project_id, self.default_bytes)
 
 

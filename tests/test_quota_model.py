@@ -9,8 +9,9 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
+import pytest
 
-from tests.stack import stop, wait_until
+from tests.stack import Stack, stop, wait_until
 from tests.test_quota import (MiB, chunks, gateway, glance_usage, projQ, redis_module,  # noqa: F401
                               redis_server, system_token)
 from tests.test_upload_spec import assert_refusal, put
@@ -116,3 +117,65 @@ def test_token_and_state_are_enforced_in_dry_run(stack, projQ, tmp_path):
         stop(gw.proc)
     assert [r["status"] for r in gw.audit()] == [401, 204, 409]
     assert [("would_refuse" in r) for r in gw.audit()] == [False, True, False]
+
+
+class KeystoneLimits:
+    """Sets unified limits of the image service in Keystone for a test, and
+    puts back what was there: registered defaults are shared by the cloud."""
+
+    def __init__(self, stack: Stack):
+        self.stack, self.undo = stack, []
+        self.url, self.headers = f"{stack.keystone}/v3", {"X-Auth-Token": system_token(stack)}
+        services = stack.http.get(f"{self.url}/services", params={"type": "image"}, headers=self.headers)
+        self.service = services.json()["services"][0]["id"]
+
+    def set(self, resource: str, value: int, region: str, project: str | None = None) -> None:
+        kind, field = ("limits", "resource_limit") if project else ("registered_limits", "default_limit")
+        query = {"service_id": self.service, "resource_name": resource, "region_id": region,
+                 **({"project_id": project} if project else {})}
+        found = self.stack.http.get(f"{self.url}/{kind}", params=query, headers=self.headers).json()[kind]
+        mine = [x for x in found if x.get("region_id") == region]
+        if mine:
+            old = mine[0]
+            r = self.stack.http.patch(f"{self.url}/{kind}/{old['id']}", headers=self.headers,
+                                      json={kind[:-1]: {field: value}})
+            self.undo.append(("PATCH", f"{kind}/{old['id']}", {kind[:-1]: {field: old[field]}}))
+        else:
+            r = self.stack.http.post(f"{self.url}/{kind}", headers=self.headers, json={kind: [{**query, field: value}]})
+            self.undo.append(("DELETE", f"{kind}/{r.json()[kind][0]['id']}", None))
+        assert r.status_code in (200, 201), r.text
+
+    def restore(self) -> None:
+        while self.undo:
+            method, path, body = self.undo.pop()
+            r = self.stack.http.request(method, f"{self.url}/{path}", headers=self.headers, json=body)
+            assert r.status_code in (200, 204), r.text
+
+
+@pytest.mark.parametrize("where", ["project", "registered"])
+def test_keystone_limits_are_read_in_the_gateways_region(stack, projQ, tmp_path, where):
+    """projQ's image_size_total is 2 MiB in RegionOne, the gateway's region, and
+    100 MiB in RegionTLS: the larger one is present and ignored, whether it is
+    the project's own limit or the registered default."""
+    limits = KeystoneLimits(stack)
+    try:
+        for region, mib in (("RegionTLS", 100), ("RegionOne", 2)):
+            if where == "project":
+                limits.set("image_size_total", -1, region)  # a project limit needs a registered one
+                limits.set("image_size_total", mib, region, project=projQ)
+            else:
+                limits.set("image_size_total", mib, region)
+        gw = gateway(tmp_path, stack, projQ, -1, keystone_limits=True, region="RegionOne")
+        token = stack.token("userQ")
+        try:
+            client = httpx.Client(base_url=gw.url, timeout=60)
+            image_id = stack.create_image(user="userQ")
+            refused = put(client, image_id, token, os.urandom(3 * MiB))
+            assert_refusal(refused, 413, "image_size_total")
+            assert figures(refused) == (0, 2 * MiB, 3 * MiB)
+            stack.assert_untouched(image_id)
+            assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
+        finally:
+            stop(gw.proc)
+    finally:
+        limits.restore()

@@ -75,7 +75,7 @@ class HardQuota:
     async def reserve(self, owner: str, size: int | None) -> tuple[Hold | None, Decision | None]:
         """A hold of `size` bytes, or of a first step when the size is unknown;
         no hold when the project has neither a byte limit nor an uploads cap."""
-        limit, cap = await self.limits.limit_for(owner), self.quota.max_uploads
+        limit, cap = await self.limits.limit_for(owner), await self.limits.limit_for(owner, rules.UPLOADS)
         if limit == UNLIMITED and cap == UNLIMITED:
             return None, None
         partial = size is None
