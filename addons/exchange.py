@@ -43,6 +43,7 @@ class Exchange:
     ended: float | None = None
     detail: str = ""  # why a request failed without a decision: mitmproxy's error message
     figures: QuotaFigures | None = None  # a quota refusal's numbers
+    buffered: bool = False  # a small JSON body decided on whole: an import, or a create under an image quota
 
     @property
     def quota_would_refuse(self) -> Decision | None:

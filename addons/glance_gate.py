@@ -29,14 +29,12 @@ from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
 from policy import health
 from policy import decision as rules
-from policy import http as policy_http
 from policy.decision import Decision
 from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
-from policy.glance import GlanceClient
-from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
-from policy.quota import hard_quota
-from policy.routes import CHANGE, OTHER, Route, classify, is_uuid
+from policy.identity import TokenCache, TokenValidator, modes
+from policy.quota import services
+from policy.routes import CHANGE, CREATE, OTHER, Route, classify, is_uuid
 
 log = logging.getLogger("glance_gate")
 
@@ -181,15 +179,16 @@ class GlanceGate:
             return
         if exchange.route.is_upload:
             await self._upload(flow, exchange)
-        elif exchange.route.is_import:
+        elif exchange.route.is_import or (exchange.route.kind == CREATE and self.gate.quota.limits_images):
             # A small JSON body, buffered and decided in `request`.
+            exchange.buffered = True
             if refusal := rules.check_import_body(exchange.declared):
                 self.refuse(flow, exchange, refusal)
         else:
             flow.request.stream = True
         if self.config.identity.trusted_auth and not exchange.finished:
             await self.trusted.authenticate(flow, exchange)
-        if exchange.finished or exchange.route.is_import:
+        if exchange.finished or exchange.buffered:
             return
         if exchange.route.kind == CHANGE and is_uuid(exchange.route.image_id):
             assert self.gate
@@ -213,11 +212,15 @@ class GlanceGate:
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
-        if not exchange or not exchange.route.is_import:
+        if not exchange or not exchange.buffered:
             return
         assert self.gate and self.config
-        exchange.verdict = verdict = await self.gate.decide_import(
-            exchange.route, flow.request.headers.get_all("x-auth-token"), flow.request.get_content() or b"")
+        tokens = flow.request.headers.get_all("x-auth-token")
+        if exchange.route.is_import:
+            exchange.verdict = verdict = await self.gate.decide_import(
+                exchange.route, tokens, flow.request.get_content() or b"")
+        else:  # an image create, under an image quota; Glance reads the raw body
+            exchange.verdict = verdict = await self.gate.decide_create(tokens, flow.request.raw_content or b"")
         exchange.decision_seconds = time.monotonic() - exchange.started
         if verdict.refusal:
             headers, body = render(verdict.refusal, exchange.request_id, self.config.keystone.url)
@@ -290,6 +293,10 @@ class GlanceGate:
             if exchange and not exchange.finished and flow.response:
                 exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
                 self.finish(exchange)
+                if exchange.route.is_import and exchange.upstream_status == 202 and exchange.verdict \
+                        and exchange.verdict.import_method == "glance-direct":
+                    assert self.gate
+                    self.gate.quota.imported(exchange.route.image_id)  # its staged bytes count until it ends
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
@@ -347,7 +354,7 @@ class GlanceGate:
         if would := exchange.quota_would_refuse:
             log.warning("quota dry-run: %s %s would have been refused, passed: %s",
                         exchange.request_id, exchange.route.kind, would.message)
-        if (exchange.route.is_upload or exchange.route.is_import) and self.audit:
+        if (exchange.route.is_upload or exchange.buffered) and self.audit:
             self.audit.write(exchange)
 
 
@@ -364,12 +371,8 @@ def _raw(values: list[str]) -> bytes | None:
 
 def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, health.Probe]]:
     """The gate, and the probes of what its decisions need."""
-    gw = config.gateway
-    keystone = KeystoneClient(config.keystone)
-    glance = GlanceClient(gw.upstream, modes.credentials(config, keystone), timeout=gw.upstream_timeout_seconds,
-                          tls=policy_http.verifying(gw.upstream_ca_file, gw.upstream_client_cert_file,
-                                                    gw.upstream_client_key_file))
-    quota = hard_quota(config, glance, keystone.service_token)
+    keystone, glance, quota = services(config)
+    quota.near_limit = metrics.near_limit
     gate = UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),

@@ -56,6 +56,11 @@ quota_rejections = Counter("glance_gate_quota_rejections", "Uploads refused for 
 quota_would_refuse = Counter("glance_gate_quota_would_refuse",
                              "Requests a quota would have refused, passed under quota.enforce = dry-run.",
                              ["resource"])
+# Only projects at or over quota.warn_ratio of a limit: a project below it is
+# removed (set to 0 first, which the supervisor's scrape drops: a worker's file keeps it).
+quota_near_limit = Gauge("glance_gate_quota_near_limit",
+                         "Usage (and reservations) over the limit, of projects at or over quota.warn_ratio.",
+                         ["project", "resource"], multiprocess_mode="livemax")
 quota_reservations = Counter("glance_gate_quota_reservations", "Quota reservations settled, by outcome.",
                              ["outcome"])  # committed, released, error (left to its lease)
 # A listing of 5,000 images takes seconds; a drift is anything from a byte to terabytes.
@@ -93,6 +98,19 @@ def reconciled(seconds: float, correction: int) -> None:
 
 def connection_refused(reason: str) -> None:
     connections_refused.labels(reason).inc()
+
+
+_near: set[tuple[str, str]] = set()  # the gauge's series now
+
+
+def near_limit(project: str, resource: str, ratio: float | None) -> None:
+    if ratio is not None:
+        quota_near_limit.labels(project, resource).set(ratio)
+        _near.add((project, resource))
+    elif (project, resource) in _near:
+        _near.discard((project, resource))
+        quota_near_limit.labels(project, resource).set(0)
+        quota_near_limit.remove(project, resource)
 
 
 def reservation_settled(outcome: str) -> None:
@@ -228,9 +246,13 @@ class WorkerSamples(multiprocess.MultiProcessCollector):
         for _ in range(3):
             files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _size(f) >= 8]
             try:
-                return self.merge(files, accumulate=True)
+                families = self.merge(files, accumulate=True)
             except FileNotFoundError:
                 continue
+            for family in families:
+                if family.name == "glance_gate_quota_near_limit":  # only projects near their limit
+                    family.samples = [s for s in family.samples if s.value > 0]
+            return families
         return []
 
 

@@ -283,6 +283,8 @@ class Quota(Table):
     default_bytes: Count
     projects: dict[str, Count] = {}
     max_uploads: Count = UNLIMITED  # concurrent uploads per project
+    max_images: Count = UNLIMITED  # images per project (image_count_total)
+    stage_bytes: Count | None = None  # staged bytes per project (image_stage_total); unset: the byte limit
     keystone_limits: bool = False  # read the limits from Keystone's unified limits
     region: str = ""  # Keystone's limits of this region apply ("": those with no region)
     limits_cache_seconds: Seconds = 60
@@ -298,6 +300,7 @@ class Quota(Table):
     ledger_down: Literal["refuse", "allow"] = "refuse"  # what an upload gets when the Redis ledger is down
     remote_import: Literal["refuse", "allow"] = "refuse"  # web-download / glance-download, size unknown
     enforce: Literal["enforce", "dry-run"] = "enforce"  # dry-run: quota refusals only counted, for roll-outs
+    warn_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8  # usage/limit from which a project is near its limit
 
     @model_validator(mode="after")
     def _redis(self) -> Quota:
@@ -309,6 +312,10 @@ class Quota(Table):
         """A project's limit of a resource of Glance's (bytes, or a count); UNLIMITED (-1) means none."""
         if resource == "image_count_uploading":
             return self.max_uploads
+        if resource == "image_count_total":
+            return self.max_images
+        if resource == "image_stage_total" and self.stage_bytes is not None:
+            return self.stage_bytes
         return self.projects.get(project_id, self.default_bytes)
 
 

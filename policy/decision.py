@@ -187,16 +187,17 @@ def quota_exceeded(f: QuotaFigures) -> Decision:
                                   f"(used or reserved {f.used}{unit}, limit {f.limit}, needed {f.needed}).", f)
 
 
-IMPORT_BODY_LIMIT = 64 * 1024  # an import request is a small JSON document
+IMPORT_BODY_LIMIT = 64 * 1024  # an import or an image create is a small JSON document
 
 
 def check_import_body(content_length: int | None) -> Decision | None:
-    """The gateway reads an import's body before deciding: bound it, and only
-    with a declared length."""
+    """The gateway reads an import's (or a quota'd create's) body before
+    deciding: bound it, and only with a declared length."""
     if content_length is not None and content_length <= IMPORT_BODY_LIMIT:
         return None
     return Decision(400, "bad_request",
-                    f"An import request must declare a Content-Length of at most {IMPORT_BODY_LIMIT} bytes.")
+                    f"An import request (or an image create under an image quota) must declare a "
+                    f"Content-Length of at most {IMPORT_BODY_LIMIT} bytes.")
 
 
 def unknown_size_import(method: str) -> Decision:

@@ -14,7 +14,7 @@ from policy.exceptions import InvalidToken, Unavailable
 from policy.glance import GlanceClient
 from policy.identity import TokenValidator
 from policy.quota.reservations import HardQuota, Hold
-from policy.routes import Route, is_uuid
+from policy.routes import STAGE, Route, is_uuid
 
 log = logging.getLogger("glance_gate.gate")
 
@@ -74,6 +74,26 @@ class UploadGate:
         upload, and the quota for the data the import will store."""
         return await self._run(route, self._decide_import, route, tokens, body)
 
+    async def decide_create(self, tokens: list[str], body: bytes) -> Verdict:
+        """POST /v2/images: one more image for its owner's image_count_total.
+        A token Glance will refuse, or a body it will, is left to Glance."""
+        verdict = Verdict()
+        try:
+            verdict.identity = identity = await self.tokens.validate(tokens)
+            try:
+                owner = json.loads(body).get("owner")
+            except (ValueError, TypeError, AttributeError):
+                return verdict  # Glance refuses a malformed create itself
+            verdict.owner = owner if isinstance(owner, str) and owner else identity.project_id
+            if verdict.owner != identity.project_id and not identity.roles & self.config.policy.admin_roles:
+                return verdict  # Glance lets only an admin create an image another project owns: 403
+            verdict.refusal = await self._reserve(verdict, 1, rules.IMAGES, upload=False)
+        except InvalidToken:
+            pass
+        except Unavailable as e:
+            verdict.refusal = rules.unavailable(e.dependency, e.detail, e.reason)
+        return verdict
+
     async def _run(self, route: Route, decide, *args) -> Verdict:
         verdict = Verdict()
         if not is_uuid(route.image_id):
@@ -99,7 +119,8 @@ class UploadGate:
             return refusal
         assert image is not None
         verdict.owner = image.owner or identity.project_id
-        return await self._reserve(verdict, req.declared_size)
+        return await self._reserve(verdict, req.declared_size,
+                                   rules.BYTES_STAGED if req.route.kind == STAGE else rules.BYTES_STORED)
 
     async def _decide_import(self, route: Route, tokens: list[str], body: bytes,
                              verdict: Verdict) -> Decision | None:
@@ -136,10 +157,11 @@ class UploadGate:
             return len(targets - set(image.stores))
         return max(1, len(targets))  # glance-direct: the staged data, into each store
 
-    async def _reserve(self, verdict: Verdict, size: int | None) -> Decision | None:
+    async def _reserve(self, verdict: Verdict, size: int | None, resource: str = rules.BYTES_STORED,
+                       upload: bool = True) -> Decision | None:
         assert verdict.owner
         try:
-            verdict.hold, refusal = await self.quota.reserve(verdict.owner, size)
+            verdict.hold, refusal = await self.quota.reserve(verdict.owner, size, resource, upload)
         except Unavailable as e:
             if e.dependency != "redis" or self.config.quota.ledger_down == "refuse":
                 raise

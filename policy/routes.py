@@ -16,6 +16,7 @@ STAGE = "stage"
 IMPORT = "import"
 DOWNLOAD = "download"
 CHANGE = "change"  # may change what the image stores: update, delete, a store's copy, a new location
+CREATE = "create"  # POST /v2/images: one more image for the owner's image_count_total
 OTHER = "other"
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
@@ -27,6 +28,7 @@ _CHANGES = ((re.compile(r"^/images/([^/]*)$", re.IGNORECASE), {"PATCH", "DELETE"
             (re.compile(r"^/images/([^/]*)/locations$", re.IGNORECASE), {"POST"}))
 # A superset of the versions Glance 33 maps to v2 (v2, v2.0 … v2.18): policing a
 # path Glance would then answer with 300 costs nothing.
+_IMAGES = re.compile(r"^/images$", re.IGNORECASE)
 _V2 = re.compile(r"v2(\.\d+)?", re.IGNORECASE)
 _VND = "application/vnd.openstack.images-"
 
@@ -85,6 +87,8 @@ def classify(method: str, path: str, accept: str = "", content_type: str = "") -
         for pattern, changing in _CHANGES:
             if (change := pattern.match(api)) and methods(method, path, content_type) & changing:
                 return Route(CHANGE, change.group(1))
+        if _IMAGES.match(api) and "POST" in methods(method, path, content_type):
+            return Route(CREATE)
         return Route(OTHER)
     image_id, action = match.group(1), match.group(2).lower()
     found = methods(method, path, content_type)

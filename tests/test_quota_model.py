@@ -179,3 +179,89 @@ def test_keystone_limits_are_read_in_the_gateways_region(stack, projQ, tmp_path,
             stop(gw.proc)
     finally:
         limits.restore()
+
+
+def glance_counts(stack: Stack, project: str) -> dict[str, int]:
+    """The project's usage of each resource as Glance 33 counts it
+    (glance/db/sqlalchemy/api.py), from an admin's listing of its images."""
+    r = stack.http.get(f"{stack.glance}/v2/images", params={"owner": project, "limit": 1000},
+                       headers={"X-Auth-Token": stack.token("admin")})
+    assert r.status_code == 200 and not r.json().get("next"), r.text
+    live = [i for i in r.json()["images"] if i["status"] not in ("deleted", "killed", "pending_delete")]
+    return {"image_count_total": len(live),
+            "image_stage_total": sum(i["size"] or 0 for i in live
+                                     if i["status"] in ("uploading", "importing")
+                                     or i.get("os_glance_importing_to_stores"))}
+
+
+def create(gw, token: str, i: int = 0) -> httpx.Response:
+    with httpx.Client(base_url=gw.url, timeout=60) as client:
+        return client.post("/v2/images", headers={"X-Auth-Token": token},
+                           json={"name": f"count-{i}", "disk_format": "raw", "container_format": "bare"})
+
+
+def test_image_count_race_over_two_gateways_never_passes_the_limit(stack, projQ, tmp_path, redis_server):
+    """12 creates at once over two gateways on one Redis, max_images = 4: 4
+    created (every one while there was room), the rest 413 with the figures;
+    Glance and the ledger count 4; a delete through the gateway frees a slot."""
+    limit, token = 4, stack.token("userQ")
+    gateways = [gateway(tmp_path, stack, projQ, -1, redis_server, max_images=limit) for _ in range(2)]
+    entry = f"{projQ}/image_count_total"
+    try:
+        with ThreadPoolExecutor(12) as pool:
+            responses = list(pool.map(lambda i: create(gateways[i % 2], token, i), range(12)))
+        statuses = [r.status_code for r in responses]
+        print(f"\nimage_count_total race: {statuses.count(201)} created of limit {limit}, "
+              f"{statuses.count(413)} refused")
+        assert sorted(statuses) == [201] * limit + [413] * (12 - limit), statuses
+        for r in responses:
+            if r.status_code == 413:
+                assert_refusal(r, 413, "image_count_total")
+                used, lim, needed = figures(r)
+                assert used + needed > lim == limit and needed == 1
+        wait_until(lambda: ledger_usage(redis_server, entry) == limit, "the creates committed")
+        assert glance_counts(stack, projQ)["image_count_total"] == limit
+
+        gone = next(r.json()["id"] for r in responses if r.status_code == 201)
+        with httpx.Client(base_url=gateways[1].url, timeout=60) as client:
+            assert client.delete(f"/v2/images/{gone}", headers={"X-Auth-Token": token}).status_code == 204
+        assert ledger_usage(redis_server, entry) == limit - 1
+        assert create(gateways[0], token).status_code == 201
+        assert_refusal(create(gateways[1], token), 413, "image_count_total")
+        assert glance_counts(stack, projQ)["image_count_total"] == limit
+    finally:
+        for gw in gateways:
+            stop(gw.proc)
+
+
+def test_staged_bytes_count_until_the_import_that_consumes_them_ends(stack, projQ, tmp_path):
+    """stage_bytes = 3 MiB: what is staged holds its bytes after the stage's
+    204, until the glance-direct import of it ends, or its image is deleted."""
+    gw = gateway(tmp_path, stack, projQ, -1, stage_bytes=3 * MiB)
+    token = stack.token("userQ")
+    first, second, third = (stack.create_image(user="userQ") for _ in range(3))
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        assert put(client, first, token, os.urandom(2 * MiB), route="stage").status_code == 204
+        refused = put(client, second, token, os.urandom(2 * MiB), route="stage")
+        assert_refusal(refused, 413, "image_stage_total")
+        assert f"{projQ} stages 2.0 MiB of 3.0 MiB; this stage needs 2.0 MiB" in refused.json()["message"]
+        stack.assert_untouched(second)
+        assert put(client, second, token, os.urandom(MiB), route="stage").status_code == 204
+        assert glance_counts(stack, projQ)["image_stage_total"] == 3 * MiB
+        assert_refusal(put(client, third, token, b"x", route="stage"), 413, "image_stage_total")
+
+        r = client.post(f"/v2/images/{first}/import", json={"method": {"name": "glance-direct"}},
+                        headers={"X-Auth-Token": token})
+        assert r.status_code == 202, r.text
+        wait_until(lambda: stack.image(first)["status"] == "active", "the import done")
+        # The import ended: its 2 MiB of staging are free again, once the gateway has seen it.
+        wait_until(lambda: put(client, third, token, os.urandom(2 * MiB), route="stage").status_code == 204,
+                   "the imported stage freed", timeout=10)
+        assert glance_counts(stack, projQ)["image_stage_total"] == 3 * MiB
+
+        assert client.delete(f"/v2/images/{second}", headers={"X-Auth-Token": token}).status_code == 204
+        assert glance_counts(stack, projQ)["image_stage_total"] == 2 * MiB
+        assert put(client, stack.create_image(user="userQ"), token, os.urandom(MiB), route="stage").status_code == 204
+    finally:
+        stop(gw.proc)

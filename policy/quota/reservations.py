@@ -3,7 +3,11 @@ against the usage the ledger holds (policy/quota/ledger.py) and what is in
 flight. A project the ledger holds no usage for costs one listing at Glance,
 shared by every decision waiting for it; the listings running at once are
 bounded. A reconciliation re-lists each project now and then, off the
-request path, and corrects the usage held."""
+request path, and corrects the usage held.
+
+Each of Glance's resources is its own entry in the ledger (`key`): the bytes
+stored (the project's id, as before), the bytes staged, the images, and the
+uploads in flight (reservations only, never committed)."""
 
 from __future__ import annotations
 
@@ -35,147 +39,232 @@ LISTING_MAX_SECONDS = KEEP_COMMITS_SECONDS / 2
 # was about to grow.
 HEADROOM = 256 * 1024
 
+# An import's staged data counts until Glance has imported it: its image is
+# watched this often, for at most this long (then the reconciliation sees it).
+IMPORT_POLL_SECONDS = 1
+IMPORT_WATCH_SECONDS = 600
+
+
+def key(project: str, resource: str) -> str:
+    """The ledger's entry of a project's resource; the bytes stored keep the bare project id."""
+    return project if resource == rules.BYTES_STORED else f"{project}/{resource}"
+
+
+def split_key(entry: str) -> tuple[str, str]:
+    project, _, resource = entry.partition("/")
+    return project, resource or rules.BYTES_STORED
+
 
 class HardQuota:
     def __init__(self, quota: Quota, limits: Limits, glance: GlanceClient, ledger: Ledger):
         self.quota, self.limits, self.glance, self.ledger = quota, limits, glance, ledger
         self.dry_run = quota.enforce == "dry-run"  # quota refusals are only counted
         self._listings = asyncio.Semaphore(quota.max_listings)
-        self._seeding: SingleFlight[None] = SingleFlight()  # project -> its one listing under way
-        self._seen: dict[str, float] = {}  # project -> last decision: the ones to reconcile
+        self._seeding: SingleFlight[None] = SingleFlight()  # entry -> its one listing under way
+        self._seen: dict[str, float] = {}  # ledger entry -> last decision: the ones to reconcile
+        self._watching: set[asyncio.Task] = set()  # imports whose staged data still counts
+        # (project, resource, usage/limit or None when below quota.warn_ratio): the near-limit gauge
+        self.near_limit: Callable[[str, str, float | None], None] = lambda project, resource, ratio: None
+        # Whether any project may have an image_count_total limit: creates are decided only then.
+        self.limits_images = quota.keystone_limits or quota.max_images != UNLIMITED
 
-    async def _listing(self, project: str) -> Usage:
+    async def _listing(self, entry: str) -> Usage:
         """One listing of the project's images, at most max_listings at once."""
+        project, resource = split_key(entry)
+        if resource == rules.UPLOADS:  # in flight only: nothing to list
+            return Usage(0, 0)
         async with self._listings:
             started = time.monotonic()
-            generation = await self.ledger.generation(project)  # before Glance: see ledger.py
-            stored = await self.glance.usage(project)
+            generation = await self.ledger.generation(entry)  # before Glance: see ledger.py
+            used = await self.glance.usage(project, resource)
         if (took := time.monotonic() - started) > LISTING_MAX_SECONDS:
             raise Unavailable("glance", f"listing the images of {project} took {took:.0f} s")
-        return Usage(stored, generation)
+        return Usage(used, generation)
 
-    async def _seed(self, project: str) -> None:
-        """Concurrent cold decisions for one project share one listing."""
-        await self._seeding.run(project, lambda: self._seed_once(project))
+    async def _seed(self, entry: str) -> None:
+        """Concurrent cold decisions for one entry share one listing."""
+        await self._seeding.run(entry, lambda: self._seed_once(entry))
 
-    async def _seed_once(self, project: str) -> None:
-        await self.ledger.seed(project, await self._listing(project), overwrite=False)
+    async def _seed_once(self, entry: str) -> None:
+        await self.ledger.seed(entry, await self._listing(entry), overwrite=False)
 
-    async def ask(self, project: str, ask: Callable[[], Awaitable[Grant | None]]) -> Grant | None:
-        """The ledger's answer, the project's usage seeded first if it holds none."""
+    async def ask(self, entry: str, ask: Callable[[], Awaitable[Grant | None]]) -> Grant | None:
+        """The ledger's answer, the entry's usage seeded first if it holds none."""
         try:
             return await ask()
         except Unseeded:
-            await self._seed(project)
+            await self._seed(entry)
         try:
             return await ask()
         except Unseeded:  # lost again at once: Redis restarted empty, say
             raise Unavailable("quota ledger", "the project's usage was lost while it was read") from None
 
-    async def reserve(self, owner: str, size: int | None) -> tuple[Hold | None, Decision | None]:
-        """A hold of `size` bytes, or of a first step when the size is unknown;
-        no hold when the project has neither a byte limit nor an uploads cap."""
-        limit, cap = await self.limits.limit_for(owner), await self.limits.limit_for(owner, rules.UPLOADS)
-        if limit == UNLIMITED and cap == UNLIMITED:
-            return None, None
-        partial = size is None
-        amount = self.quota.chunk_bytes if partial else size
-        hold_id = str(uuid.uuid4())
-        if limit != UNLIMITED:
-            self._seen[owner] = time.monotonic()
-        grant = await self.ask(owner, lambda: self.ledger.reserve(owner, hold_id, amount, limit, cap, partial))
+    async def _grant(self, owner: str, resource: str, hold_id: str, amount: int, partial: bool
+                     ) -> tuple[Grant, int, Decision | None]:
+        """A reservation of the resource, its limit, and the refusal when it does
+        not fit; in dry-run, a refused one is reserved without a limit."""
+        entry, limit = key(owner, resource), await self.limits.limit_for(owner, resource)
+        if limit != UNLIMITED and resource != rules.UPLOADS:
+            self._seen[entry] = time.monotonic()
+        grant = await self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, limit, UNLIMITED, partial))
         assert grant is not None
-        if cap != UNLIMITED and grant.uploads >= cap:
-            refusal = rules.quota_exceeded(QuotaFigures(rules.UPLOADS, owner, grant.uploads, cap, 1))
-        elif not grant.bytes:
-            # A body of unknown size needs one byte of room to start.
-            refusal = rules.quota_exceeded(QuotaFigures(rules.BYTES_STORED, owner, grant.used, limit,
-                                                        1 if partial else amount))
-        else:
-            return Hold(self, owner, hold_id, limit, grant, incremental=partial), None
+        self.observe(owner, resource, grant.used + grant.bytes, limit)
+        if grant.bytes:
+            return grant, limit, None
+        # A body of unknown size needs one byte of room to start.
+        refusal = rules.quota_exceeded(QuotaFigures(resource, owner, grant.used, limit, 1 if partial else amount))
         if not self.dry_run:
-            return None, refusal
-        # Dry-run: it passes, accounted like any upload, so later decisions count its bytes.
-        grant = await self.ask(owner, lambda: self.ledger.reserve(owner, hold_id, amount, UNLIMITED, UNLIMITED,
+            return grant, limit, refusal
+        grant = await self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, UNLIMITED, UNLIMITED,
                                                                   partial))
         assert grant is not None
-        hold = Hold(self, owner, hold_id, UNLIMITED, grant, incremental=partial)
-        hold.would_refuse = refusal
+        return grant, UNLIMITED, refusal
+
+    async def reserve(self, owner: str, size: int | None, resource: str = rules.BYTES_STORED,
+                      upload: bool = True) -> tuple[Hold | None, Decision | None]:
+        """A hold of `size` of the resource (bytes, or one image), or of a first
+        step when the size is unknown; an upload also takes one of the project's
+        uploads in flight. No hold when no limit applies. In dry-run, never a
+        refusal: the hold carries the one it passed (`would_refuse`)."""
+        cap = await self.limits.limit_for(owner, rules.UPLOADS) if upload else UNLIMITED
+        if await self.limits.limit_for(owner, resource) == UNLIMITED and cap == UNLIMITED:
+            return None, None
+        hold_id = str(uuid.uuid4())
+        slot = would_refuse = None
+        if cap != UNLIMITED:
+            _, _, would_refuse = await self._grant(owner, rules.UPLOADS, hold_id, 1, partial=False)
+            if would_refuse and not self.dry_run:
+                return None, would_refuse
+            slot = key(owner, rules.UPLOADS)
+        partial = size is None
+        try:
+            grant, limit, refusal = await self._grant(owner, resource, hold_id,
+                                                      self.quota.chunk_bytes if partial else size, partial)
+        except BaseException:
+            if slot:
+                await self.ledger.release(slot, hold_id)
+            raise
+        if refusal and not self.dry_run:
+            if slot:
+                await self.ledger.release(slot, hold_id)
+            return None, refusal
+        hold = Hold(self, owner, resource, hold_id, limit, grant, incremental=partial, slot=slot)
+        hold.would_refuse = would_refuse or refusal
         return hold, None
 
+    def observe(self, owner: str, resource: str, used: int, limit: int) -> None:
+        """Usage and reservations against the limit, for the near-limit gauge."""
+        ratio = used / limit if limit > 0 else (None if limit == UNLIMITED else 1.0)
+        self.near_limit(owner, resource, ratio if ratio is not None and ratio >= self.quota.warn_ratio else None)
+
     async def changing(self, image_id: str) -> Change | None:
-        """What the image stores before a change (policy.routes.CHANGE) is
+        """What the image counts for before a change (policy.routes.CHANGE) is
         forwarded; None when that cannot be read: the reconciliation sees it."""
         try:
-            return Change(image_id, await self.glance.stored_bytes(image_id))
+            return Change(image_id, await self.glance.footprint(image_id))
         except Unavailable as e:
             log.warning("cannot read image %s before its change, left to the reconciliation: %s", image_id, e)
             return None
 
-    async def changed(self, change: Change) -> None:
+    async def changed(self, change: Change, resources: frozenset[str] | None = None) -> None:
         """Glance made the change (a delete, a store's copy removed, a location
-        added, a new owner): what the image stores now, less what it stored
-        before, goes into its owners' usage."""
+        added, a new owner, an import done): what the image counts for now,
+        less what it counted for before, goes into its owners' usage, for each
+        resource (or only `resources`)."""
         try:
-            after = await self.glance.stored_bytes(change.image_id)
+            after = await self.glance.footprint(change.image_id)
             deltas: dict[str, int] = {}
             for image, sign in ((change.before, -1), (after, 1)):
                 if image and image[0]:
-                    deltas[image[0]] = deltas.get(image[0], 0) + sign * image[1]
-            for owner, delta in deltas.items():
+                    for resource, n in image[1].items():
+                        if resources is None or resource in resources:
+                            entry = key(image[0], resource)
+                            deltas[entry] = deltas.get(entry, 0) + sign * n
+            for entry, delta in deltas.items():
                 if delta:
-                    await self.ledger.adjust(owner, delta)
+                    await self.ledger.adjust(entry, delta)
         except Unavailable as e:
             log.warning("cannot account for the change of image %s, left to the reconciliation: %s",
                         change.image_id, e)
 
-    async def reconcile(self, project: str, claim_seconds: float) -> int | None:
-        """Re-lists the project and corrects the usage held: the correction
-        (bytes), None when another gateway reconciles it or none was held."""
-        if not await self.ledger.claim(project, claim_seconds):
+    def imported(self, image_id: str) -> None:
+        """A glance-direct import began: its staged bytes count until Glance
+        has taken the image out of staging (imported it, or killed it)."""
+        task = asyncio.get_running_loop().create_task(self._watch_import(image_id))
+        self._watching.add(task)
+        task.add_done_callback(self._watching.discard)
+
+    async def _watch_import(self, image_id: str) -> None:
+        if (change := await self.changing(image_id)) is None:
+            return
+        deadline = time.monotonic() + IMPORT_WATCH_SECONDS
+        while time.monotonic() < deadline:
+            await asyncio.sleep(IMPORT_POLL_SECONDS)
+            try:
+                now = await self.glance.footprint(image_id)
+            except Unavailable:
+                continue
+            if not now or not now[1][rules.BYTES_STAGED]:
+                await self.changed(change, frozenset({rules.BYTES_STAGED}))
+                return
+
+    async def reconcile(self, entry: str, claim_seconds: float | None) -> int | None:
+        """Re-lists the entry's project and corrects the usage held: the
+        correction, None when another gateway reconciles it or none was held.
+        claim_seconds None: now, whoever else does (an operator's)."""
+        if claim_seconds is not None and not await self.ledger.claim(entry, claim_seconds):
             return None
-        return await self.ledger.seed(project, await self._listing(project), overwrite=True)
+        correction = await self.ledger.seed(entry, await self._listing(entry), overwrite=True)
+        project, resource = split_key(entry)
+        reading = await self.ledger.read(entry)
+        self.observe(project, resource, (reading.usage or 0) + reading.reserved,
+                     await self.limits.limit_for(project, resource))
+        return correction
 
     async def reconcile_forever(self, observe: Callable[[float, int], None]) -> None:
-        """Every reconcile_seconds, each project a decision needed lately, one
-        at a time; observe(seconds, correction) for each one reconciled."""
+        """Every reconcile_seconds, each entry a decision needed lately, one at
+        a time; observe(seconds, correction) for each bytes-stored one reconciled."""
         period = self.quota.reconcile_seconds
         while True:
             await asyncio.sleep(period)
-            for project, seen in list(self._seen.items()):
+            for entry, seen in list(self._seen.items()):
                 if time.monotonic() - seen > IDLE_SECONDS:
-                    del self._seen[project]
-                    await self.ledger.forget(project)
+                    del self._seen[entry]
+                    await self.ledger.forget(entry)
                     continue
                 started = time.monotonic()
                 try:
                     # Claimed for most of a period: another replica's pass skips it.
-                    correction = await self.reconcile(project, period * 0.8)
+                    correction = await self.reconcile(entry, period * 0.8)
                 except Unavailable as e:
-                    log.warning("cannot reconcile the usage of %s: %s", project, e)
+                    log.warning("cannot reconcile the usage of %s: %s", entry, e)
                     continue
                 except Exception:  # the loop outlives any one project's failure
-                    log.exception("reconciling the usage of %s failed", project)
+                    log.exception("reconciling the usage of %s failed", entry)
                     continue
                 if correction is not None:
-                    observe(time.monotonic() - started, correction)
+                    if split_key(entry)[1] == rules.BYTES_STORED:
+                        observe(time.monotonic() - started, correction)
                     if correction:
-                        log.info("usage of %s corrected by %+d bytes", project, correction)
+                        log.info("usage of %s corrected by %+d", entry, correction)
 
 
 @dataclass(frozen=True)
 class Change:
     image_id: str
-    before: tuple[str, int] | None  # owner, bytes stored; None: no such image
+    before: tuple[str, dict[str, int]] | None  # owner, what it counts for; None: no such image
 
 
 class Hold:
-    """One upload's reservation: the bytes the ledger granted it so far."""
+    """One request's reservation: what the ledger granted it so far (bytes,
+    or one image), and its slot among the project's uploads in flight."""
 
-    def __init__(self, quota: HardQuota, owner: str, hold_id: str, limit: int, grant: Grant, incremental: bool):
-        self.quota, self.owner, self.id, self.limit = quota, owner, hold_id, limit
+    def __init__(self, quota: HardQuota, owner: str, resource: str, hold_id: str, limit: int, grant: Grant,
+                 incremental: bool, slot: str | None = None):
+        self.quota, self.owner, self.resource, self.id, self.limit = quota, owner, resource, hold_id, limit
+        self.entry, self.slot = key(owner, resource), slot
         self.granted = grant.bytes
-        self.others = grant.used  # what the project's other uploads and usage held at the last grant
+        self.others = grant.used  # what the project's other requests and usage held at the last grant
         self.step = quota.quota.chunk_bytes
         # A fixed size is granted whole; a partial first step means the limit is reached.
         self.exhausted = not incremental or grant.bytes < self.step
@@ -188,8 +277,7 @@ class Hold:
             return None
         if self.failure:
             return self.failure
-        refusal = rules.quota_exceeded(
-            QuotaFigures(rules.BYTES_STORED, self.owner, self.others, self.limit, transferred))
+        refusal = rules.quota_exceeded(QuotaFigures(self.resource, self.owner, self.others, self.limit, transferred))
         if not self.quota.dry_run:
             return refusal
         # Dry-run: the upload goes on, its grant growing past the limit from now on.
@@ -212,7 +300,7 @@ class Hold:
     async def _extend(self) -> None:
         ledger = self.quota.ledger
         try:
-            grant = await self.quota.ask(self.owner, lambda: ledger.extend(self.owner, self.id, self.step, self.limit))
+            grant = await self.quota.ask(self.entry, lambda: ledger.extend(self.entry, self.id, self.step, self.limit))
         except Unavailable as e:
             grant, self.failure = None, rules.unavailable(e.dependency, e.detail, e.reason)
         finally:
@@ -227,14 +315,18 @@ class Hold:
 
     async def renew(self) -> bool:
         """False when the lease ran out, so the upload is no longer accounted for."""
-        return await self.quota.ledger.renew(self.owner, self.id)
+        ledger = self.quota.ledger
+        return await ledger.renew(self.entry, self.id) and (not self.slot or await ledger.renew(self.slot, self.id))
 
     async def settle(self, stored: bool, transferred: int | None = None) -> None:
         """Commit what Glance stored (the body's bytes, or all that was granted),
-        release the rest."""
+        release the rest, and the upload's slot."""
+        ledger = self.quota.ledger
+        if self.slot:
+            await ledger.release(self.slot, self.id)
         if stored:
             if transferred is not None and transferred > self.granted:  # dry-run past the limit: all of it counts
-                await self.quota.ledger.extend(self.owner, self.id, transferred - self.granted, UNLIMITED)
-            await self.quota.ledger.commit(self.owner, self.id, self.granted if transferred is None else transferred)
+                await ledger.extend(self.entry, self.id, transferred - self.granted, UNLIMITED)
+            await ledger.commit(self.entry, self.id, self.granted if transferred is None else transferred)
         else:
-            await self.quota.ledger.release(self.owner, self.id)
+            await ledger.release(self.entry, self.id)
