@@ -265,3 +265,32 @@ def test_staged_bytes_count_until_the_import_that_consumes_them_ends(stack, proj
         assert put(client, stack.create_image(user="userQ"), token, os.urandom(MiB), route="stage").status_code == 204
     finally:
         stop(gw.proc)
+
+
+def test_no_refusal_while_there_is_room_for_chunked_uploads(stack, projQ, tmp_path, redis_server):
+    """Issue 19's race: 8 chunked uploads of 7 MiB, no size declared, at once,
+    over two gateways on one Redis, into 40 MiB of room (1 MiB steps): at least
+    0.75 of the room is accepted, never a byte over; the refused are untouched."""
+    room, size = 40 * MiB, 7 * MiB
+    gateways = [gateway(tmp_path, stack, projQ, room, redis_server) for _ in range(2)]
+    token = stack.token("userQ")
+    images = [stack.create_image(user="userQ") for _ in range(8)]
+
+    def upload(i: int) -> int:
+        with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
+            return put(client, images[i], token, chunks(size)).status_code
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            statuses = list(pool.map(upload, range(8)))
+    finally:
+        for gw in gateways:
+            stop(gw.proc)
+    accepted = statuses.count(204) * size
+    print(f"\nchunked race: accepted {accepted // MiB} MiB of {room // MiB} MiB room = {accepted / room:.3f}")
+    assert set(statuses) <= {204, 413}, statuses
+    assert 0.75 * room <= accepted <= room
+    assert glance_usage(stack, projQ) == accepted
+    for image_id, status in zip(images, statuses):
+        if status == 413:
+            stack.assert_untouched(image_id, cut=True)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -38,6 +39,9 @@ LISTING_MAX_SECONDS = KEEP_COMMITS_SECONDS / 2
 # on its way, the client is paused, so one read can never cross a grant that
 # was about to grow.
 HEADROOM = 256 * 1024
+
+# An upload of unknown size out of room asks again this often (doubling) while it waits.
+WAIT_FIRST_SECONDS, WAIT_MAX_SECONDS = 0.05, 0.4
 
 # An import's staged data counts until Glance has imported it: its image is
 # watched this often, for at most this long (then the reconciliation sees it).
@@ -106,7 +110,9 @@ class HardQuota:
         entry, limit = key(owner, resource), await self.limits.limit_for(owner, resource)
         if limit != UNLIMITED and resource != rules.UPLOADS:
             self._seen[entry] = time.monotonic()
-        grant = await self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, limit, UNLIMITED, partial))
+        ask = lambda: self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, limit, UNLIMITED,  # noqa: E731
+                                                                  partial))
+        grant = await (self.waiting(ask) if partial else ask())
         assert grant is not None
         self.observe(owner, resource, grant.used + grant.bytes, limit)
         if grant.bytes:
@@ -151,6 +157,25 @@ class HardQuota:
         hold = Hold(self, owner, resource, hold_id, limit, grant, incremental=partial, slot=slot)
         hold.would_refuse = would_refuse or refusal
         return hold, None
+
+    async def waiting(self, ask: Callable[[], Awaitable[Grant | None]], progress: int = 0) -> Grant | None:
+        """The ledger's answer once it grants something, or when the wait is
+        over: meanwhile concurrent uploads hand back what they were granted
+        past their end, or are refused and release theirs. Uploads that ran
+        out of room together must not give up together: the wait is longer the
+        further the upload got (`progress`, bytes granted: half of
+        quota.wait_seconds at its start, nearly all of it many steps on), and
+        jittered, so the one that gave up first makes room for those nearest their end."""
+        step = self.quota.chunk_bytes
+        share = (progress + step) / (progress + 2 * step)
+        deadline = time.monotonic() + self.quota.wait_seconds * share * random.uniform(0.85, 1)
+        pause = WAIT_FIRST_SECONDS
+        while True:
+            grant = await ask()
+            if grant is None or grant.bytes or (left := deadline - time.monotonic()) <= 0:
+                return grant
+            await asyncio.sleep(min(pause, left))
+            pause = min(pause * 2, WAIT_MAX_SECONDS)
 
     def observe(self, owner: str, resource: str, used: int, limit: int) -> None:
         """Usage and reservations against the limit, for the near-limit gauge."""
@@ -266,8 +291,8 @@ class Hold:
         self.granted = grant.bytes
         self.others = grant.used  # what the project's other requests and usage held at the last grant
         self.step = quota.quota.chunk_bytes
-        # A fixed size is granted whole; a partial first step means the limit is reached.
-        self.exhausted = not incremental or grant.bytes < self.step
+        self.exhausted = not incremental  # a fixed size is granted whole; else: gave up waiting for room
+        self.short = grant.bytes < self.step  # the limit was reached: the next step waits for room
         self.extending = False
         self.failure: Decision | None = None  # the ledger failed: no byte past the grant
         self.would_refuse: Decision | None = None  # dry-run: the quota refusal it passed, the first one
@@ -282,11 +307,15 @@ class Hold:
             return refusal
         # Dry-run: the upload goes on, its grant growing past the limit from now on.
         self.would_refuse = self.would_refuse or refusal
-        self.limit, self.exhausted = UNLIMITED, False
+        self.limit, self.exhausted, self.short = UNLIMITED, False, False
         return None
 
     def wants_more(self, transferred: int) -> bool:
-        return not self.exhausted and not self.extending and self.granted - transferred < self.step // 2
+        """Half a step ahead; out of room, only when the grant is about to run
+        out, and then the client waits (must_wait) until there is room again."""
+        if self.exhausted or self.extending:
+            return False
+        return self.granted - transferred < (HEADROOM if self.short else self.step // 2)
 
     def must_wait(self, transferred: int) -> bool:
         """The next read could cross a grant that is still growing."""
@@ -299,8 +328,10 @@ class Hold:
 
     async def _extend(self) -> None:
         ledger = self.quota.ledger
+        ask = lambda: self.quota.ask(self.entry, lambda: ledger.extend(self.entry, self.id, self.step,  # noqa: E731
+                                                                          self.limit))
         try:
-            grant = await self.quota.ask(self.entry, lambda: ledger.extend(self.entry, self.id, self.step, self.limit))
+            grant = await (self.quota.waiting(ask, self.granted) if self.short else ask())
         except Unavailable as e:
             grant, self.failure = None, rules.unavailable(e.dependency, e.detail, e.reason)
         finally:
@@ -311,7 +342,8 @@ class Hold:
             return
         self.others = grant.used - self.granted  # the ledger counted this hold's own grant too
         self.granted += grant.bytes
-        self.exhausted = grant.bytes < self.step
+        self.exhausted = self.short and not grant.bytes  # waited for room in vain: cut where the grant ends
+        self.short = grant.bytes < self.step
 
     async def renew(self) -> bool:
         """False when the lease ran out, so the upload is no longer accounted for."""
