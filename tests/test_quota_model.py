@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import random
 import re
+import subprocess
+import sys
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import httpx
 import pytest
@@ -294,3 +297,49 @@ def test_no_refusal_while_there_is_room_for_chunked_uploads(stack, projQ, tmp_pa
     for image_id, status in zip(images, statuses):
         if status == 413:
             stack.assert_untouched(image_id, cut=True)
+
+
+def near_limit_series(gw, project: str) -> list[str]:
+    text = httpx.get(gw.metrics_url, timeout=10).text
+    return [line for line in text.splitlines()
+            if line.startswith("glance_gate_quota_near_limit{") and f'project="{project}"' in line]
+
+
+def operate(gw, *argv: str) -> str:
+    """`glance-gate usage|reconcile …` with the gateway's config: its output."""
+    r = subprocess.run([str(Path(sys.executable).parent / "glance-gate"), *argv, "--config", str(gw.config)],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+def test_operators_can_ask_what_the_ledger_holds(stack, projQ, tmp_path, redis_server):
+    """`glance-gate usage` prints the shared ledger's usage, reservations and
+    limits; `glance-gate reconcile` re-lists a project now; the near-limit
+    gauge shows projQ only while it is over quota.warn_ratio."""
+    gw = gateway(tmp_path, stack, projQ, 4 * MiB, redis_server, warn_ratio=0.5, max_images=10)
+    token = stack.token("userQ")
+    try:
+        client = httpx.Client(base_url=gw.url, timeout=60)
+        stored = stack.create_image(user="userQ")
+        assert put(client, stored, token, os.urandom(3 * MiB)).status_code == 204
+        assert create(gw, token).status_code == 201
+        [series] = near_limit_series(gw, projQ)
+        assert 'resource="image_size_total"' in series and float(series.split()[-1]) == 0.75
+
+        rows = {line.split()[1]: line.split() for line in operate(gw, "usage", projQ).splitlines()[1:]}
+        assert rows["image_size_total"][2] == str(3 * MiB) and rows["image_size_total"][-1] == str(4 * MiB)
+        assert rows["image_count_total"][2] == "2" and rows["image_count_total"][-1] == "10"
+        assert rows["image_count_uploading"][-1] == "unlimited"
+        assert projQ in operate(gw, "usage")  # every project the ledger holds
+
+        stack.delete_image(stored, user="userQ")  # behind the gateway's back
+        out = operate(gw, "reconcile", projQ)
+        assert f"{projQ} image_size_total: corrected by {-3 * MiB:+d}" in out
+        assert f"{projQ} image_count_total: corrected by -1" in out
+        assert ledger_usage(redis_server, projQ) == glance_usage(stack, projQ) == 0
+
+        assert put(client, stack.create_image(user="userQ"), token, b"x" * 1000).status_code == 204
+        assert near_limit_series(gw, projQ) == []
+    finally:
+        stop(gw.proc)

@@ -14,25 +14,22 @@ RESOURCES = (rules.BYTES_STORED, rules.BYTES_STAGED, rules.IMAGES, rules.UPLOADS
 LISTED = RESOURCES[:3]  # the uploads in flight are reservations only
 
 
-def _shown(resource: str, n: int | None) -> str:
-    if n is None:
-        return "-"
-    if n == UNLIMITED:
-        return "unlimited"
-    return f"{n} ({rules.size(n)})" if resource in (rules.BYTES_STORED, rules.BYTES_STAGED) else str(n)
+def _shown(n: int | None) -> str:
+    """Exact figures (bytes for the sizes), one word each: for people and scripts alike."""
+    return "-" if n is None else "unlimited" if n == UNLIMITED else str(n)
 
 
 async def _usage(quota: HardQuota, projects: list[str], out: Callable[[str], None]) -> None:
     projects = projects or sorted({split_key(entry)[0] for entry in await quota.ledger.entries()})
-    out(f"{'project':34} {'resource':22} {'usage':>24} {'reserved':>24} {'in flight':>9} {'limit':>24}")
+    out(f"{'project':34} {'resource':22} {'usage':>16} {'reserved':>16} {'in_flight':>9} {'limit':>16}")
     for project in projects:
         for resource in RESOURCES:
             reading = await quota.ledger.read(key(project, resource))
             usage = reading.usage if resource != rules.UPLOADS else reading.holds
             limit = await quota.limits.limit_for(project, resource)
-            out(f"{project:34} {resource:22} {_shown(resource, usage):>24} "
-                f"{_shown(resource, reading.reserved if resource != rules.UPLOADS else None):>24} "
-                f"{reading.holds:>9} {_shown(resource, limit):>24}")
+            out(f"{project:34} {resource:22} {_shown(usage):>16} "
+                f"{_shown(reading.reserved if resource != rules.UPLOADS else None):>16} "
+                f"{reading.holds:>9} {_shown(limit):>16}")
 
 
 async def _reconcile(quota: HardQuota, project: str, out: Callable[[str], None]) -> None:
