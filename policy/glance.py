@@ -107,13 +107,17 @@ class GlanceClient:
     async def usage(self, project_id: str) -> int:
         """Bytes stored by the project's images, as Glance's image_size_total
         counts them (size × number of locations), read with the gateway's own
-        identity. A copy an import is writing right now already counts."""
-        total, path = 0, "/v2/images"
-        params = {"owner": project_id, "visibility": "all", "limit": 1000}
-        while path:
-            body = await self._service_get("the image list", path, params)
-            total += sum(_owned(image)[1] for image in body["images"])
-            path, params = body.get("next"), None  # `next` carries its own query
+        identity. A copy an import is writing right now already counts.
+        Glance counts hidden images too, which its list leaves out unless asked
+        for them alone: two listings."""
+        total = 0
+        for hidden in ("false", "true"):
+            path, params = "/v2/images", {"owner": project_id, "visibility": "all", "os_hidden": hidden,
+                                          "limit": 1000}
+            while path:
+                body = await self._service_get("the image list", path, params)
+                total += sum(_owned(image)[1] for image in body["images"])
+                path, params = body.get("next"), None  # `next` carries its own query
         return total
 
 
@@ -129,12 +133,13 @@ def stored(image: dict) -> int:
     """size × locations. Listings show `locations` only when Glance's
     show_multiple_locations is on; `stores` (multi-store Glance) names one
     store per location; a single-store Glance shows neither: one location
-    once the data is in (`active`)."""
+    once the data is in (`active`, and `deactivated`, which only an active
+    image becomes)."""
     if "locations" in image:
         copies = len(image["locations"])
     elif "stores" in image:
         copies = len(_split(image["stores"]))
     else:
-        copies = 1 if image["status"] == "active" else 0
+        copies = 1 if image["status"] in ("active", "deactivated") else 0
     copies += len(_split(image.get("os_glance_importing_to_stores")))
     return (image.get("size") or 0) * copies
