@@ -296,6 +296,7 @@ class Quota(Table):
     lease_seconds: Seconds = 30
     ledger_down: Literal["refuse", "allow"] = "refuse"  # what an upload gets when the Redis ledger is down
     remote_import: Literal["refuse", "allow"] = "refuse"  # web-download / glance-download, size unknown
+    location_add: Literal["refuse", "allow"] = "refuse"  # POST /v2/images/{id}/locations, size unknown
 
     @model_validator(mode="after")
     def _redis(self) -> Quota:

@@ -86,17 +86,22 @@ class GlanceClient:
     async def stored_bytes(self, image_id: str) -> tuple[str, int] | None:
         """The image's owner and the bytes it stores, as the quota counts them,
         read with the gateway's own identity; None when there is no such image."""
+        image = await self.service_image(image_id)
+        return None if image is None else _owned(image)
+
+    async def service_image(self, image_id: str) -> dict | None:
+        """The image as Glance shows it to the gateway's own identity; None when there is no such image."""
         response = await self._get(f"/v2/images/{image_id}", await self.credentials.service())
         if response.status_code == 404:
             return None
         if response.status_code != 200:
             raise http.refused("glance", "the image lookup", response, self.credentials.fix, "gateway.upstream")
-        return _owned(response.json())
+        return response.json()
 
-    async def stores(self) -> tuple[str, ...]:
-        """The ids of every store Glance has enabled."""
-        body = await self._service_get("the store list", "/v2/info/stores")
-        return tuple(store["id"] for store in body["stores"])
+    async def stores(self) -> tuple[tuple[str, ...], str | None]:
+        """The ids of every store Glance has enabled, and its default store's."""
+        stores = (await self._service_get("the store list", "/v2/info/stores"))["stores"]
+        return tuple(s["id"] for s in stores), next((s["id"] for s in stores if s.get("default")), None)
 
     async def probe(self) -> None:
         """What a quota decision needs: the listing of a project's images with

@@ -29,6 +29,8 @@ log = logging.getLogger("glance_gate.quota")
 # A listing that took longer than half of it is not trusted.
 KEEP_COMMITS_SECONDS = 600
 LISTING_MAX_SECONDS = KEEP_COMMITS_SECONDS / 2
+# How long the gateway follows a change Glance makes in a background task.
+FOLLOW_SECONDS = 300
 
 # mitmproxy reads a socket 64 KiB at a time: with this much grant left and more
 # on its way, the client is paused, so one read can never cross a grant that
@@ -98,6 +100,34 @@ class HardQuota:
         except Unavailable as e:
             log.warning("cannot read image %s before its change, left to the reconciliation: %s", image_id, e)
             return None
+
+    async def location_add(self, change: Change | None) -> Decision | None:
+        """Before a location is added (POST /v2/images/{id}/locations): its data's
+        size is unknown until Glance's task reads it from the store, so under a
+        byte limit it is refused, unless quota.location_add = "allow"."""
+        if self.quota.location_add == "allow":
+            return None
+        if change is None:
+            return rules.unavailable("glance", "the image could not be read before its location was added")
+        if change.before is None or await self.limits.limit_for(change.before[0]) == UNLIMITED:
+            return None  # no such image (Glance answers 404), or no byte limit
+        return rules.unknown_size_location()
+
+    async def follow(self, change: Change, poll_seconds: float = 0.5) -> None:
+        """After Glance accepted a change that its task makes in the background
+        (a location add: 202): once the task has let go of the image (its
+        os_glance_import_task lock), or after FOLLOW_SECONDS, what the image
+        stores goes into its owner's usage (`changed`). Later is the reconciliation's."""
+        deadline = time.monotonic() + FOLLOW_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                image = await self.glance.service_image(change.image_id)
+            except Unavailable:
+                image = {}
+            if image is None or (image and "os_glance_import_task" not in image):
+                break
+            await asyncio.sleep(poll_seconds)
+        await self.changed(change)
 
     async def changed(self, change: Change) -> None:
         """Glance made the change (a delete, a store's copy removed, a location
