@@ -18,7 +18,6 @@ from urllib.parse import urlsplit
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from policy.glance import NOT_STORED
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("GLANCE_GATE_STATE", REPO / ".state"))
@@ -110,14 +109,8 @@ class Stack:
         return r.json()
 
     def usage(self, project_id: str) -> int:
-        """Bytes the project's images store, as the gateway's quota counts them."""
-        total, path = 0, f"/v2/images?owner={project_id}&visibility=all&limit=1000"
-        while path:
-            r = self.http.get(f"{self.glance}{path}", headers={"X-Auth-Token": self.token("admin")})
-            assert r.status_code == 200, r.text
-            total += sum(i["size"] or 0 for i in r.json()["images"] if i["status"] not in NOT_STORED)
-            path = r.json().get("next")
-        return total
+        """Bytes the project's images store, as Glance's image_size_total counts them."""
+        return self.glance_usage(project_id)[project_id][0]
 
     def glance_usage(self, *projects: str) -> dict[str, tuple[int, int]]:
         """Glance's own count, exact to the byte, for each project: (image_size_total,
