@@ -99,9 +99,11 @@ class GlanceClient:
         return response.json()
 
     async def stores(self) -> tuple[tuple[str, ...], str | None]:
-        """The ids of every store Glance has enabled, and its default store's."""
+        """The ids of the stores Glance imports into with `all_stores` (every
+        enabled one but the read-only http store), and its default store's."""
         stores = (await self._service_get("the store list", "/v2/info/stores"))["stores"]
-        return tuple(s["id"] for s in stores), next((s["id"] for s in stores if s.get("default")), None)
+        return (tuple(s["id"] for s in stores if s.get("read-only") != "true"),
+                next((s["id"] for s in stores if s.get("default")), None))
 
     async def probe(self) -> None:
         """What a quota decision needs: the listing of a project's images with
