@@ -303,6 +303,7 @@ class Quota(Table):
     remote_import: Literal["refuse", "allow"] = "refuse"  # web-download / glance-download, size unknown
     enforce: Literal["enforce", "dry-run"] = "enforce"  # dry-run: quota refusals only counted, for roll-outs
     warn_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8  # usage/limit from which a project is near its limit
+    location_add: Literal["refuse", "allow"] = "refuse"  # POST /v2/images/{id}/locations, size unknown
 
     @model_validator(mode="after")
     def _redis(self) -> Quota:

@@ -205,6 +205,11 @@ def unknown_size_import(method: str) -> Decision:
                     f"Import method {method!r} brings data of unknown size; this gateway's quota refuses it.")
 
 
+def unknown_size_location() -> Decision:
+    return Decision(413, "quota", "A location's data is of unknown size until Glance reads it; "
+                                  "this gateway's quota refuses adding one to an image of a project with a limit.")
+
+
 def plaintext() -> Decision:
     """Plain HTTP on a port that serves HTTPS (gateway.tls_cert_file)."""
     return Decision(400, "bad_request", "This port serves HTTPS only.")

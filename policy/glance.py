@@ -88,17 +88,24 @@ class GlanceClient:
     async def footprint(self, image_id: str) -> tuple[str, dict[str, int]] | None:
         """The image's owner and what it counts for in each of Glance's quota
         resources, read with the gateway's own identity; None when there is no such image."""
+        image = await self.service_image(image_id)
+        return None if image is None else _owned(image)
+
+    async def service_image(self, image_id: str) -> dict | None:
+        """The image as Glance shows it to the gateway's own identity; None when there is no such image."""
         response = await self._get(f"/v2/images/{image_id}", await self.credentials.service())
         if response.status_code == 404:
             return None
         if response.status_code != 200:
             raise http.refused("glance", "the image lookup", response, self.credentials.fix, "gateway.upstream")
-        return _owned(response.json())
+        return response.json()
 
-    async def stores(self) -> tuple[str, ...]:
-        """The ids of every store Glance has enabled."""
-        body = await self._service_get("the store list", "/v2/info/stores")
-        return tuple(store["id"] for store in body["stores"])
+    async def stores(self) -> tuple[tuple[str, ...], str | None]:
+        """The ids of the stores Glance imports into with `all_stores` (every
+        enabled one but the read-only http store), and its default store's."""
+        stores = (await self._service_get("the store list", "/v2/info/stores"))["stores"]
+        return (tuple(s["id"] for s in stores if s.get("read-only") != "true"),
+                next((s["id"] for s in stores if s.get("default")), None))
 
     async def probe(self) -> None:
         """What a quota decision needs: the listing of a project's images with
@@ -110,13 +117,17 @@ class GlanceClient:
         """The project's usage of a resource as Glance counts it, read with the
         gateway's own identity: image_size_total the bytes stored (size × number
         of locations; a copy an import is writing right now already counts),
-        image_stage_total the bytes staged, image_count_total the images."""
-        total, path = 0, "/v2/images"
-        params = {"owner": project_id, "visibility": "all", "limit": 1000}
-        while path:
-            body = await self._service_get("the image list", path, params)
-            total += sum(_owned(image)[1][resource] for image in body["images"])
-            path, params = body.get("next"), None  # `next` carries its own query
+        image_stage_total the bytes staged, image_count_total the images.
+        Glance counts hidden images too, which its list leaves out unless asked
+        for them alone: two listings."""
+        total = 0
+        for hidden in ("false", "true"):
+            path, params = "/v2/images", {"owner": project_id, "visibility": "all", "os_hidden": hidden,
+                                          "limit": 1000}
+            while path:
+                body = await self._service_get("the image list", path, params)
+                total += sum(_owned(image)[1][resource] for image in body["images"])
+                path, params = body.get("next"), None  # `next` carries its own query
         return total
 
 
@@ -144,12 +155,13 @@ def stored(image: dict) -> int:
     """size × locations. Listings show `locations` only when Glance's
     show_multiple_locations is on; `stores` (multi-store Glance) names one
     store per location; a single-store Glance shows neither: one location
-    once the data is in (`active`)."""
+    once the data is in (`active`, and `deactivated`, which only an active
+    image becomes)."""
     if "locations" in image:
         copies = len(image["locations"])
     elif "stores" in image:
         copies = len(_split(image["stores"]))
     else:
-        copies = 1 if image["status"] == "active" else 0
+        copies = 1 if image["status"] in ("active", "deactivated") else 0
     copies += len(_split(image.get("os_glance_importing_to_stores")))
     return (image.get("size") or 0) * copies

@@ -138,6 +138,8 @@ def test_quota():
     ({"status": "active", "size": 10, "stores": "fs", "os_glance_importing_to_stores": "fs2"}, 20),
     ({"status": "active", "size": 10, "locations": [{}, {}, {}]}, 30),
     ({"status": "active", "size": 10}, 10),  # single-store Glance: one location
+    ({"status": "deactivated", "size": 10}, 10),  # Glance counts a deactivated image's locations
+    ({"status": "deactivated", "size": 10, "stores": "fs,fs2"}, 20),
     ({"status": "uploading", "size": 10, "stores": ""}, 0),  # staged data is not stored yet
     ({"status": "queued", "size": None}, 0),
 ])

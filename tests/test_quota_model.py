@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.stack import Stack, stop, wait_until
-from tests.test_quota import (MiB, chunks, gateway, glance_usage, projQ, redis_module,  # noqa: F401
-                              redis_server, system_token)
+from tests.test_quota import (MiB, chunks, gateway, glance_usage, ledger_usage, projQ,  # noqa: F401
+                              redis_module, redis_server, system_token)
 from tests.test_upload_spec import assert_refusal, put
 
 FIGURES = re.compile(r"used or reserved (\d+) \w+, limit (\d+), needed (\d+)\)")
@@ -28,11 +28,6 @@ def figures(response: httpx.Response) -> tuple[int, int, int]:
     assert found, response.text
     used, limit, needed = map(int, found.groups())
     return used, limit, needed
-
-
-def ledger_usage(server, project: str) -> int:
-    """The usage the Redis ledger holds for the project."""
-    return int(server.cli("GET", f"glance-gate:quota:{{{project}}}:usage"))
 
 
 def test_a_refusal_gives_the_figures_of_the_ledger(stack, projQ, tmp_path, redis_server):
@@ -184,17 +179,14 @@ def test_keystone_limits_are_read_in_the_gateways_region(stack, projQ, tmp_path,
         limits.restore()
 
 
-def glance_counts(stack: Stack, project: str) -> dict[str, int]:
-    """The project's usage of each resource as Glance 33 counts it
-    (glance/db/sqlalchemy/api.py), from an admin's listing of its images."""
-    r = stack.http.get(f"{stack.glance}/v2/images", params={"owner": project, "limit": 1000},
-                       headers={"X-Auth-Token": stack.token("admin")})
-    assert r.status_code == 200 and not r.json().get("next"), r.text
-    live = [i for i in r.json()["images"] if i["status"] not in ("deleted", "killed", "pending_delete")]
-    return {"image_count_total": len(live),
-            "image_stage_total": sum(i["size"] or 0 for i in live
-                                     if i["status"] in ("uploading", "importing")
-                                     or i.get("os_glance_importing_to_stores"))}
+def glance_counts(stack: Stack, project: str, user: str = "userQ") -> dict[str, int]:
+    """The project's usage of image_count_total (GET /v2/info/usage) and of
+    image_stage_total (to the byte: Glance's own user_get_staging_usage), as
+    Glance 33 counts them."""
+    info = stack.info_usage(user)
+    assert stack.user(user)["project_id"] == project
+    return {"image_count_total": info["image_count_total"]["usage"],
+            "image_stage_total": stack.glance_usage(project)[project][1]}
 
 
 def create(gw, token: str, i: int = 0) -> httpx.Response:

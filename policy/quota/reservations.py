@@ -34,6 +34,8 @@ log = logging.getLogger("glance_gate.quota")
 # A listing that took longer than half of it is not trusted.
 KEEP_COMMITS_SECONDS = 600
 LISTING_MAX_SECONDS = KEEP_COMMITS_SECONDS / 2
+# How long the gateway follows a change Glance makes in a background task.
+FOLLOW_SECONDS = 300
 
 # mitmproxy reads a socket 64 KiB at a time: with this much grant left and more
 # on its way, the client is paused, so one read can never cross a grant that
@@ -66,7 +68,6 @@ class HardQuota:
         self._listings = asyncio.Semaphore(quota.max_listings)
         self._seeding: SingleFlight[None] = SingleFlight()  # entry -> its one listing under way
         self._seen: dict[str, float] = {}  # ledger entry -> last decision: the ones to reconcile
-        self._watching: set[asyncio.Task] = set()  # imports whose staged data still counts
         # (project, resource, usage/limit or None when below quota.warn_ratio): the near-limit gauge
         self.near_limit: Callable[[str, str, float | None], None] = lambda project, resource, ratio: None
         # Whether any project may have an image_count_total limit: creates are decided only then.
@@ -191,6 +192,34 @@ class HardQuota:
             log.warning("cannot read image %s before its change, left to the reconciliation: %s", image_id, e)
             return None
 
+    async def location_add(self, change: Change | None) -> Decision | None:
+        """Before a location is added (POST /v2/images/{id}/locations): its data's
+        size is unknown until Glance's task reads it from the store, so under a
+        byte limit it is refused, unless quota.location_add = "allow"."""
+        if self.quota.location_add == "allow":
+            return None
+        if change is None:
+            return rules.unavailable("glance", "the image could not be read before its location was added")
+        if change.before is None or await self.limits.limit_for(change.before[0]) == UNLIMITED:
+            return None  # no such image (Glance answers 404), or no byte limit
+        return rules.unknown_size_location()
+
+    async def follow(self, change: Change, poll_seconds: float = 0.5) -> None:
+        """After Glance accepted a change that its task makes in the background
+        (a location add: 202): once the task has let go of the image (its
+        os_glance_import_task lock), or after FOLLOW_SECONDS, what the image
+        stores goes into its owner's usage (`changed`). Later is the reconciliation's."""
+        deadline = time.monotonic() + FOLLOW_SECONDS
+        while time.monotonic() < deadline:
+            try:
+                image = await self.glance.service_image(change.image_id)
+            except Unavailable:
+                image = {}
+            if image is None or (image and "os_glance_import_task" not in image):
+                break
+            await asyncio.sleep(poll_seconds)
+        await self.changed(change)
+
     async def changed(self, change: Change, resources: frozenset[str] | None = None) -> None:
         """Glance made the change (a delete, a store's copy removed, a location
         added, a new owner, an import done): what the image counts for now,
@@ -212,14 +241,9 @@ class HardQuota:
             log.warning("cannot account for the change of image %s, left to the reconciliation: %s",
                         change.image_id, e)
 
-    def imported(self, image_id: str) -> None:
+    async def watch_import(self, image_id: str) -> None:
         """A glance-direct import began: its staged bytes count until Glance
         has taken the image out of staging (imported it, or killed it)."""
-        task = asyncio.get_running_loop().create_task(self._watch_import(image_id))
-        self._watching.add(task)
-        task.add_done_callback(self._watching.discard)
-
-    async def _watch_import(self, image_id: str) -> None:
         if (change := await self.changing(image_id)) is None:
             return
         deadline = time.monotonic() + IMPORT_WATCH_SECONDS
