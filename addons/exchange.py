@@ -45,10 +45,12 @@ class Exchange:
     figures: QuotaFigures | None = None  # a quota refusal's numbers
     buffered: bool = False  # a small JSON body decided on whole: an import, or a create under an image quota
 
+    would_refuse: Decision | None = None  # dry-run: a change's quota refusal passed (a location add)
+
     @property
     def quota_would_refuse(self) -> Decision | None:
         """Dry-run: the quota refusal the request passed."""
-        return self.verdict.quota_would_refuse() if self.verdict else None
+        return self.verdict.quota_would_refuse() if self.verdict else self.would_refuse
 
     @property
     def duration(self) -> float:

@@ -204,8 +204,10 @@ class GlanceGate:
             assert self.gate
             exchange.change = await self.gate.quota.changing(exchange.route.image_id)
             if _location_add(flow) and (refusal := await self.gate.quota.location_add(exchange.change)):
-                self.refuse(flow, exchange, refusal)
-                return
+                if not self.gate.quota.dry_run:
+                    self.refuse(flow, exchange, refusal)
+                    return
+                exchange.would_refuse = refusal  # counted and logged when it finishes
         exchange.forward()
         if exchange.route.is_upload:
             metrics.forwarding(exchange)
