@@ -3,6 +3,7 @@ request headers, before any body byte is forwarded."""
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 

@@ -15,8 +15,8 @@ import httpx
 import pytest
 
 from tests.stack import Stack, stop, wait_until
-from tests.test_quota import (MiB, chunks, gateway, glance_usage, ledger_usage, projQ,  # noqa: F401
-                              redis_module, redis_server, system_token)
+from tests.test_quota import (MiB, Slow, chunks, gateway, glance_usage, in_thread, ledger_usage,  # noqa: F401
+                              projQ, redis_module, redis_server, system_token, wait_saving)
 from tests.test_upload_spec import assert_refusal, put
 
 FIGURES = re.compile(r"used or reserved (\d+) \w+, limit (\d+), needed (\d+)\)")
@@ -335,3 +335,105 @@ def test_operators_can_ask_what_the_ledger_holds(stack, projQ, tmp_path, redis_s
         assert near_limit_series(gw, projQ) == []
     finally:
         stop(gw.proc)
+
+
+def refused_at(r: httpx.Response, resource: str, used: int, limit: int, needed: int) -> None:
+    assert_refusal(r, 413, resource)
+    assert figures(r) == (used, limit, needed)
+
+
+@pytest.mark.parametrize("resource,small", [("image_stage_total", 1), ("image_count_total", 1),
+                                            ("image_count_uploading", 1)])
+def test_each_resource_is_read_from_keystone_in_the_gateways_region(stack, projQ, tmp_path, resource, small):
+    """projQ's own limit of the resource is small in RegionOne and 100 in
+    RegionTLS: the gateway (region RegionOne) refuses at the small one."""
+    limits = KeystoneLimits(stack)
+    token = stack.token("userQ")
+    try:
+        limits.set(resource, -1, "RegionTLS")  # a project limit needs a registered one
+        limits.set(resource, 100, "RegionTLS", project=projQ)
+        limits.set(resource, small, "RegionOne", project=projQ)
+        gw = gateway(tmp_path, stack, projQ, -1, keystone_limits=True, region="RegionOne")
+        try:
+            client = httpx.Client(base_url=gw.url, timeout=60)
+            image_id = stack.create_image(user="userQ")
+            if resource == "image_stage_total":
+                refused_at(put(client, image_id, token, os.urandom(2 * MiB), route="stage"), resource, 0, MiB, 2 * MiB)
+                stack.assert_untouched(image_id)
+                assert put(client, image_id, token, os.urandom(MiB), route="stage").status_code == 204
+            elif resource == "image_count_total":  # projQ owns image_id: its one image
+                refused_at(create(gw, token), resource, 1, 1, 1)
+                stack.delete_image(image_id, user="userQ")
+                assert create(gw, token).status_code == 201  # a cold ledger: listed, 0 images now
+            else:
+                slow = Slow(MiB, MiB)
+                thread, result = in_thread(put, httpx.Client(base_url=gw.url, timeout=60), image_id, token, slow)
+                wait_saving(stack, image_id)
+                other = stack.create_image(user="userQ")
+                refused_at(put(client, other, token, b"x" * 1000), resource, 1, 1, 1)
+                stack.assert_untouched(other)
+                slow.go.set()
+                thread.join(60)
+                assert result["response"].status_code == 204
+        finally:
+            stop(gw.proc)
+    finally:
+        limits.restore()
+
+
+def test_staging_race_over_two_gateways_never_passes_the_limit(stack, projQ, tmp_path, redis_server):
+    """10 stages of 1 MiB at once over two gateways on one Redis, stage_bytes =
+    4 MiB: 4 staged, the rest 413 untouched; Glance's own staging usage is 4 MiB."""
+    gateways = [gateway(tmp_path, stack, projQ, -1, redis_server, stage_bytes=4 * MiB) for _ in range(2)]
+    token = stack.token("userQ")
+    images = [stack.create_image(user="userQ") for _ in range(10)]
+
+    def stage(i: int) -> int:
+        with httpx.Client(base_url=gateways[i % 2].url, timeout=60) as client:
+            return put(client, images[i], token, os.urandom(MiB), route="stage").status_code
+
+    try:
+        with ThreadPoolExecutor(10) as pool:
+            statuses = list(pool.map(stage, range(10)))
+    finally:
+        for gw in gateways:
+            stop(gw.proc)
+    print(f"\nimage_stage_total race: {statuses.count(204)} MiB staged of limit 4 MiB")
+    assert sorted(statuses) == [204] * 4 + [413] * 6, statuses
+    assert glance_counts(stack, projQ)["image_stage_total"] == 4 * MiB
+    wait_until(lambda: ledger_usage(redis_server, f"{projQ}/image_stage_total") == 4 * MiB, "the stages committed")
+    for image_id, status in zip(images, statuses):
+        if status == 413:
+            stack.assert_untouched(image_id)
+
+
+def test_uploads_cap_race_over_two_gateways(stack, projQ, tmp_path, redis_server):
+    """6 uploads at once over two gateways on one Redis, max_uploads = 2, each
+    body held open until all six are decided: 2 forwarded and stored, 4
+    refused (413, image_count_uploading) and untouched."""
+    gateways = [gateway(tmp_path, stack, projQ, -1, redis_server, max_uploads=2) for _ in range(2)]
+    token = stack.token("userQ")
+    images = [stack.create_image(user="userQ") for _ in range(6)]
+    bodies = [Slow(64 * 1024, 64 * 1024) for _ in images]
+
+    def decided() -> list[dict]:
+        return [r for gw in gateways for r in gw.audit()]
+
+    try:
+        runs = [in_thread(put, httpx.Client(base_url=gateways[i % 2].url, timeout=60), images[i], token, bodies[i])
+                for i in range(6)]
+        wait_until(lambda: len(decided()) == 4, "four refusals")  # a refusal is audited as it is made
+        for body in bodies:
+            body.go.set()
+        for thread, _ in runs:
+            thread.join(60)
+        wait_until(lambda: len(decided()) == 6, "every upload audited")
+    finally:
+        for gw in gateways:
+            stop(gw.proc)
+    records = decided()
+    print(f"\nimage_count_uploading race: {sum(r['status'] == 204 for r in records)} forwarded of cap 2")
+    assert sorted(r["status"] for r in records) == [204] * 2 + [413] * 4
+    assert all(r["quota"]["resource"] == "image_count_uploading" and r["quota"]["limit"] == 2
+               for r in records if r["status"] == 413)
+    assert sorted(stack.image(i)["status"] for i in images) == ["active"] * 2 + ["queued"] * 4
