@@ -16,7 +16,7 @@ import httpx
 import pytest
 
 from tests.stack import Stack, stop, wait_until
-from tests.test_quota import MiB, assert_usage, gateway, projQ, redis_module, redis_server  # noqa: F401
+from tests.test_quota import MiB, assert_usage, gateway, ledger_usage, projQ, redis_module, redis_server  # noqa: F401
 from tests.test_upload_spec import assert_refusal, put
 
 PART = 6 * MiB // 10  # three of them are 1.8 MiB, under a 1 MiB quota only one fits
@@ -131,7 +131,10 @@ def test_an_encoded_import_body_never_reaches_glance(stack, projQ, tmp_path, red
         assert_refusal(r, 400, "content-encoding")
         assert imports(stack, image_id) == 0
         assert stack.image(image_id)["status"] == "uploading"
-        assert_usage(stack, projQ, 0, redis_server)
+        # Only the stage was decided on: its bytes are staged (image_stage_total), none stored.
+        assert_usage(stack, projQ, 0)
+        assert ledger_usage(redis_server, projQ) is None
+        assert ledger_usage(redis_server, f"{projQ}/image_stage_total") == stack.glance_usage(projQ)[projQ][1] > 0
     finally:
         stop(gw.proc)
 

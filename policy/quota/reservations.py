@@ -162,7 +162,8 @@ class HardQuota:
     async def waiting(self, ask: Callable[[], Awaitable[Grant | None]], progress: int = 0) -> Grant | None:
         """The ledger's answer once it grants something, or when the wait is
         over: meanwhile concurrent uploads hand back what they were granted
-        past their end, or are refused and release theirs. Uploads that ran
+        past their end, or are refused and release theirs (none in flight: at
+        once, nothing will be handed back). Uploads that ran
         out of room together must not give up together: the wait is longer the
         further the upload got (`progress`, bytes granted: half of
         quota.wait_seconds at its start, nearly all of it many steps on), and
@@ -173,7 +174,8 @@ class HardQuota:
         pause = WAIT_FIRST_SECONDS
         while True:
             grant = await ask()
-            if grant is None or grant.bytes or (left := deadline - time.monotonic()) <= 0:
+            # With no other request holding any, nothing will be handed back: no wait.
+            if grant is None or grant.bytes or not grant.uploads or (left := deadline - time.monotonic()) <= 0:
                 return grant
             await asyncio.sleep(min(pause, left))
             pause = min(pause * 2, WAIT_MAX_SECONDS)
