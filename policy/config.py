@@ -293,7 +293,7 @@ class Quota(Table):
     max_listings: Annotated[int, Field(ge=1)] = 4
     # reservation step of an upload of unknown size; a step must outrun one socket read
     chunk_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024 * 1024
-    # an upload of unknown size out of room waits this long (paused) for room before it is refused or cut
+    # an upload of unknown size that finds no room at its start waits this long (paused) for some
     wait_seconds: Annotated[float, Field(ge=0, le=60)] = 5
     ledger: Literal["memory", "redis"] = "memory"
     redis_url: str = ""

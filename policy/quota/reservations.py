@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -159,18 +158,13 @@ class HardQuota:
         hold.would_refuse = would_refuse or refusal
         return hold, None
 
-    async def waiting(self, ask: Callable[[], Awaitable[Grant | None]], progress: int = 0) -> Grant | None:
-        """The ledger's answer once it grants something, or when the wait is
-        over: meanwhile concurrent uploads hand back what they were granted
-        past their end, or are refused and release theirs (none in flight: at
-        once, nothing will be handed back). Uploads that ran
-        out of room together must not give up together: the wait is longer the
-        further the upload got (`progress`, bytes granted: half of
-        quota.wait_seconds at its start, nearly all of it many steps on), and
-        jittered, so the one that gave up first makes room for those nearest their end."""
-        step = self.quota.chunk_bytes
-        share = (progress + step) / (progress + 2 * step)
-        deadline = time.monotonic() + self.quota.wait_seconds * share * random.uniform(0.85, 1)
+    async def waiting(self, ask: Callable[[], Awaitable[Grant | None]]) -> Grant | None:
+        """The ledger's answer once it grants something, or after
+        quota.wait_seconds: an upload of unknown size that finds no room at
+        its start waits, holding nothing, while concurrent uploads hand back
+        what they were granted past their end, or are cut and release theirs
+        (none in flight: at once, nothing will be handed back)."""
+        deadline = time.monotonic() + self.quota.wait_seconds
         pause = WAIT_FIRST_SECONDS
         while True:
             grant = await ask()
@@ -318,7 +312,7 @@ class Hold:
         self.others = grant.used  # what the project's other requests and usage held at the last grant
         self.step = quota.quota.chunk_bytes
         self.exhausted = not incremental  # a fixed size is granted whole; else: gave up waiting for room
-        self.short = grant.bytes < self.step  # the limit was reached: the next step waits for room
+        self.short = grant.bytes < self.step  # the limit was reached: ask again only as the grant runs out
         self.extending = False
         self.failure: Decision | None = None  # the ledger failed: no byte past the grant
         self.would_refuse: Decision | None = None  # dry-run: the quota refusal it passed, the first one
@@ -354,10 +348,10 @@ class Hold:
 
     async def _extend(self) -> None:
         ledger = self.quota.ledger
-        ask = lambda: self.quota.ask(self.entry, lambda: ledger.extend(self.entry, self.id, self.step,  # noqa: E731
-                                                                          self.limit))
         try:
-            grant = await (self.quota.waiting(ask, self.granted) if self.short else ask())
+            # No wait mid-stream: uploads that each hold part of the room and wait for
+            # more would hold it from each other (bench/quota_race.py measured it).
+            grant = await self.quota.ask(self.entry, lambda: ledger.extend(self.entry, self.id, self.step, self.limit))
         except Unavailable as e:
             grant, self.failure = None, rules.unavailable(e.dependency, e.detail, e.reason)
         finally:
@@ -368,7 +362,7 @@ class Hold:
             return
         self.others = grant.used - self.granted  # the ledger counted this hold's own grant too
         self.granted += grant.bytes
-        self.exhausted = self.short and not grant.bytes  # waited for room in vain: cut where the grant ends
+        self.exhausted = self.short and not grant.bytes  # asked again in vain: cut where the grant ends
         self.short = grant.bytes < self.step
 
     async def renew(self) -> bool:
