@@ -8,6 +8,7 @@ import os
 from datetime import datetime, timezone
 
 from addons.exchange import Exchange
+from policy.decision import Decision
 
 
 def record(exchange: Exchange) -> dict:
@@ -31,7 +32,14 @@ def record(exchange: Exchange) -> dict:
         "duration_seconds": round(exchange.duration, 6),
         "client": exchange.client,
         **({"detail": exchange.detail} if exchange.detail else {}),
+        **({"quota": exchange.figures.record()} if exchange.figures else {}),
+        **({"would_refuse": _would_refuse(would)} if (would := exchange.quota_would_refuse) else {}),
     }
+
+
+def _would_refuse(decision: Decision) -> dict:
+    """Dry-run: the refusal a request passed, with its figures."""
+    return {"message": decision.message, **(decision.figures.record() if decision.figures else {})}
 
 
 class AuditTrail:

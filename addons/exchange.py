@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from policy.decision import Decision, upstream_reason
+from policy.decision import Decision, QuotaFigures, upstream_reason
 from policy.gate import Verdict
 from policy.routes import Route
 
@@ -42,6 +42,15 @@ class Exchange:
     upstream_status: int | None = None
     ended: float | None = None
     detail: str = ""  # why a request failed without a decision: mitmproxy's error message
+    figures: QuotaFigures | None = None  # a quota refusal's numbers
+    buffered: bool = False  # a small JSON body decided on whole: an import, or a create under an image quota
+
+    would_refuse: Decision | None = None  # dry-run: a change's quota refusal passed (a location add)
+
+    @property
+    def quota_would_refuse(self) -> Decision | None:
+        """Dry-run: the quota refusal the request passed."""
+        return self.verdict.quota_would_refuse() if self.verdict else self.would_refuse
 
     @property
     def duration(self) -> float:
@@ -60,6 +69,7 @@ class Exchange:
         return self.status is not None
 
     def refuse(self, decision: Decision) -> None:
+        self.figures = decision.figures
         self._finish(decision.status, decision.reason, GATEWAY)
 
     def answer(self, status: int, upstream_request_id: str | None) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import re
 import time
 
 from mitmproxy import ctx, exceptions, http
@@ -29,16 +30,17 @@ from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
 from policy import health
 from policy import decision as rules
-from policy import http as policy_http
 from policy.decision import Decision
 from policy.errors import render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
-from policy.glance import GlanceClient
-from policy.identity import KeystoneClient, TokenCache, TokenValidator, modes
-from policy.quota import hard_quota
-from policy.routes import AMBIGUOUS, CHANGE, OTHER, Route, classify, is_uuid, wsgi_header
+from policy.identity import TokenCache, TokenValidator, modes
+from policy.imports import ImportBody
+from policy.quota import services
+from policy.routes import AMBIGUOUS, CHANGE, CREATE, OTHER, Route, api_path, classify, is_uuid, wsgi_header
 
 log = logging.getLogger("glance_gate")
+
+_LOCATIONS = re.compile(r"/images/[^/]*/locations", re.IGNORECASE)
 
 # Proxy options the policy relies on; see README "Security".
 SAFE_OPTIONS = {
@@ -106,6 +108,7 @@ class GlanceGate:
         self.in_flight = 0  # requests begun and not finished: what a drain waits for
         self.draining = False  # answers then close their connection, so clients move on
         self._reconciling: asyncio.Task | None = None
+        self._following: set[asyncio.Task] = set()  # changes Glance makes in the background
         self.trusted = TrustedAuth(self)
         self.tls_options: dict = {}
         self.listener_tls = ListenerTls(self)
@@ -155,6 +158,11 @@ class GlanceGate:
         self._reconciling = asyncio.get_running_loop().create_task(
             self.gate.quota.reconcile_forever(metrics.reconciled))
 
+    def _spawn(self, coro) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._following.add(task)
+        task.add_done_callback(self._following.discard)
+
     def server_connected(self, data) -> None:
         wire.bulk_reads(data)
 
@@ -185,19 +193,25 @@ class GlanceGate:
             return
         if exchange.route.is_upload:
             await self._upload(flow, exchange)
-        elif exchange.route.is_import:
+        elif exchange.route.is_import or (exchange.route.kind == CREATE and self.gate.quota.limits_images):
             # A small JSON body, buffered and decided in `request`.
+            exchange.buffered = True
             if refusal := rules.check_import_body(exchange.declared):
                 self.refuse(flow, exchange, refusal)
         else:
             flow.request.stream = True
         if self.config.identity.trusted_auth and not exchange.finished:
             await self.trusted.authenticate(flow, exchange)
-        if exchange.finished or exchange.route.is_import:
+        if exchange.finished or exchange.buffered:
             return
         if exchange.route.kind == CHANGE and is_uuid(exchange.route.image_id):
             assert self.gate
             exchange.change = await self.gate.quota.changing(exchange.route.image_id)
+            if _location_add(flow) and (refusal := await self.gate.quota.location_add(exchange.change)):
+                if not self.gate.quota.dry_run:
+                    self.refuse(flow, exchange, refusal)
+                    return
+                exchange.would_refuse = refusal  # counted and logged when it finishes
         exchange.forward()
         if exchange.route.is_upload:
             metrics.forwarding(exchange)
@@ -217,11 +231,18 @@ class GlanceGate:
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
-        if not exchange or not exchange.route.is_import:
+        if not exchange or not exchange.buffered:
             return
         assert self.gate and self.config
-        exchange.verdict = verdict = await self.gate.decide_import(
-            exchange.route, flow.request.headers.get_all("x-auth-token"), flow.request.get_content() or b"")
+        headers = flow.request.headers
+        if exchange.route.is_import:
+            body = ImportBody(flow.request.raw_content or b"", _joined(headers.get_all("content-encoding")),
+                              _joined(headers.get_all("x-image-meta-store")))
+            exchange.verdict = verdict = await self.gate.decide_import(
+                exchange.route, headers.get_all("x-auth-token"), body)
+        else:  # an image create, under an image quota; Glance reads the raw body
+            exchange.verdict = verdict = await self.gate.decide_create(headers.get_all("x-auth-token"),
+                                                                       flow.request.raw_content or b"")
         exchange.decision_seconds = time.monotonic() - exchange.started
         if verdict.refusal:
             headers, body = render(verdict.refusal, exchange.request_id, self.config.keystone.url)
@@ -289,11 +310,18 @@ class GlanceGate:
         try:
             if exchange and exchange.change and flow.response and flow.response.status_code < 300:
                 assert self.gate
-                await self.gate.quota.changed(exchange.change)
+                if flow.response.status_code == 202:  # accepted: Glance's task makes the change later
+                    self._spawn(self.gate.quota.follow(exchange.change))
+                else:
+                    await self.gate.quota.changed(exchange.change)
         finally:  # Glance has answered: the answer is counted whatever the ledger did
             if exchange and not exchange.finished and flow.response:
                 exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
                 self.finish(exchange)
+                if exchange.route.is_import and exchange.upstream_status == 202 and exchange.verdict \
+                        and exchange.verdict.import_method == "glance-direct":
+                    assert self.gate
+                    self._spawn(self.gate.quota.watch_import(exchange.route.image_id))  # staged bytes count until it ends
 
     def error(self, flow: http.HTTPFlow) -> None:
         exchange = flow.metadata.get("glance_gate")
@@ -349,7 +377,10 @@ class GlanceGate:
         if exchange.reservation:
             exchange.reservation.settle()
         metrics.finished(exchange)
-        if (exchange.route.is_upload or exchange.route.is_import or exchange.route.kind == AMBIGUOUS) and self.audit:
+        if would := exchange.quota_would_refuse:
+            log.warning("quota dry-run: %s %s would have been refused, passed: %s",
+                        exchange.request_id, exchange.route.kind, would.message)
+        if (exchange.route.is_upload or exchange.buffered or exchange.route.kind == AMBIGUOUS) and self.audit:
             self.audit.write(exchange)
 
 
@@ -367,20 +398,28 @@ def trailers_refusal() -> bytes:
     return wire.raw_response(refusal.status, *render(refusal, request_id()))
 
 
+def _location_add(flow: http.HTTPFlow) -> bool:
+    """A change route's location add (POST /v2/images/{id}/locations): the
+    only change route on that path."""
+    api = api_path(flow.request.path, ", ".join(flow.request.headers.get_all("accept"))) or ""
+    return _LOCATIONS.fullmatch(api) is not None
+
+
+def _joined(values: list[str]) -> str | None:
+    """A header as gunicorn hands it to Glance: duplicates joined by ","."""
+    return ",".join(values) if values else None
+
+
 def _raw(values: list[str]) -> bytes | None:
     """A header's bytes as the client sent them (mitmproxy decodes UTF-8 with
     surrogateescape), duplicates joined by "," as gunicorn joins them for Glance."""
-    return ",".join(values).encode("utf-8", "surrogateescape") if values else None
+    return None if (joined := _joined(values)) is None else joined.encode("utf-8", "surrogateescape")
 
 
 def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, health.Probe]]:
     """The gate, and the probes of what its decisions need."""
-    gw = config.gateway
-    keystone = KeystoneClient(config.keystone)
-    glance = GlanceClient(gw.upstream, modes.credentials(config, keystone), timeout=gw.upstream_timeout_seconds,
-                          tls=policy_http.verifying(gw.upstream_ca_file, gw.upstream_client_cert_file,
-                                                    gw.upstream_client_key_file))
-    quota = hard_quota(config, glance, keystone.service_token)
+    keystone, glance, quota = services(config)
+    quota.near_limit = metrics.near_limit
     gate = UploadGate(
         config,
         TokenValidator(modes.checker(config, keystone), TokenCache(config.keystone.cache_seconds),

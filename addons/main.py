@@ -104,7 +104,29 @@ async def serve_worker(config_path: str, config: configuration.Config) -> None:
     await m.run()
 
 
+def operate(argv: list[str]) -> int:
+    """`glance-gate usage [PROJECT…]`, `glance-gate reconcile PROJECT`: no proxy, the shared ledger."""
+    from policy.exceptions import Unavailable
+    from policy.quota import operator
+
+    parser = argparse.ArgumentParser(prog=f"glance-gate {argv[0]}")
+    parser.add_argument("--config", default="config.toml", help="path to config.toml")
+    parser.add_argument("projects", nargs="*" if argv[0] == "usage" else 1, metavar="PROJECT")
+    args = parser.parse_args(argv[1:])
+    try:
+        config = configuration.load(args.config)
+        return asyncio.run(operator.run(config, argv[0], args.projects, print))
+    except configuration.ConfigError as e:
+        print(f"glance-gate: {e}", file=sys.stderr)
+    except Unavailable as e:
+        print(f"glance-gate {argv[0]}: {e.dependency} is unavailable: {e.detail}", file=sys.stderr)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("usage", "reconcile"):
+        return operate(argv)
     parser = argparse.ArgumentParser(prog="glance-gate", description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config.toml", help="path to config.toml")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)

@@ -24,6 +24,7 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 
 from addons.exchange import UPSTREAM, Exchange
 from policy.config import Config
+from policy.decision import BYTES_STORED
 from policy.exceptions import Misconfigured, Unavailable
 from policy.health import Probe
 
@@ -53,6 +54,14 @@ pumped_bytes = Counter("glance_gate_pumped_bytes", "Answer body bytes moved by t
 uploads_in_flight = Gauge("glance_gate_uploads_in_flight", "Uploads streaming to Glance now.",
                           multiprocess_mode="livesum")
 quota_rejections = Counter("glance_gate_quota_rejections", "Uploads refused for the quota.")
+quota_would_refuse = Counter("glance_gate_quota_would_refuse",
+                             "Requests a quota would have refused, passed under quota.enforce = dry-run.",
+                             ["resource"])
+# Only projects at or over quota.warn_ratio of a limit: a project below it is
+# removed (set to 0 first, which the supervisor's scrape drops: a worker's file keeps it).
+quota_near_limit = Gauge("glance_gate_quota_near_limit",
+                         "Usage (and reservations) over the limit, of projects at or over quota.warn_ratio.",
+                         ["project", "resource"], multiprocess_mode="livemax")
 quota_reservations = Counter("glance_gate_quota_reservations", "Quota reservations settled, by outcome.",
                              ["outcome"])  # committed, released, error (left to its lease)
 # A listing of 5,000 images takes seconds; a drift is anything from a byte to terabytes.
@@ -92,6 +101,19 @@ def connection_refused(reason: str) -> None:
     connections_refused.labels(reason).inc()
 
 
+_near: set[tuple[str, str]] = set()  # the gauge's series now
+
+
+def near_limit(project: str, resource: str, ratio: float | None) -> None:
+    if ratio is not None:
+        quota_near_limit.labels(project, resource).set(ratio)
+        _near.add((project, resource))
+    elif (project, resource) in _near:
+        _near.discard((project, resource))
+        quota_near_limit.labels(project, resource).set(0)
+        quota_near_limit.remove(project, resource)
+
+
 def reservation_settled(outcome: str) -> None:
     quota_reservations.labels(outcome).inc()
 
@@ -111,6 +133,8 @@ def finished(exchange: Exchange) -> None:
         decision_duration.observe(exchange.decision_seconds)
     if exchange.reason == "quota":
         quota_rejections.inc()
+    if would := exchange.quota_would_refuse:
+        quota_would_refuse.labels(would.figures.resource if would.figures else BYTES_STORED).inc()
     if exchange.route.is_import:
         method = exchange.verdict.import_method if exchange.verdict else None
         imports.labels(method if method in IMPORT_METHODS else "other", exchange.reason).inc()
@@ -223,9 +247,13 @@ class WorkerSamples(multiprocess.MultiProcessCollector):
         for _ in range(3):
             files = [f for f in glob.glob(os.path.join(self._path, "*.db")) if _size(f) >= 8]
             try:
-                return self.merge(files, accumulate=True)
+                families = self.merge(files, accumulate=True)
             except FileNotFoundError:
                 continue
+            for family in families:
+                if family.name == "glance_gate_quota_near_limit":  # only projects near their limit
+                    family.samples = [s for s in family.samples if s.value > 0]
+            return families
         return []
 
 

@@ -16,7 +16,6 @@ from policy import decision as rules
 from policy.decision import Decision
 from policy.exceptions import Unavailable
 from policy.quota.reservations import Hold
-from policy.routes import STAGE
 
 log = logging.getLogger("glance_gate.quota")
 
@@ -67,12 +66,12 @@ class Reservation:
                 return
 
     def settle(self) -> None:
-        """Glance stored the data if it said so, or if the whole body reached it
-        and its answer was lost: then commit (the safe side), else release."""
+        """Glance stored the data (or staged it, or created the image) if it said
+        so, or if the whole body reached it and its answer was lost: then commit
+        (the safe side), else release."""
         self._renewing.cancel()
         ex = self.exchange
-        stored = (ex.route.kind != STAGE and ex.body_complete
-                  and (ex.upstream_status is None or ex.upstream_status < 300))
+        stored = ex.body_complete and (ex.upstream_status is None or ex.upstream_status < 300)
         # An upload stores its body; an import, all it was granted (its small body is no image data).
         self._spawn(self._settle(stored, ex.transferred if ex.route.is_upload else None))
 

@@ -287,19 +287,27 @@ class Quota(Table):
     default_bytes: Count
     projects: dict[str, Count] = {}
     max_uploads: Count = UNLIMITED  # concurrent uploads per project
-    keystone_limits: bool = False  # read image_size_total from Keystone's unified limits
+    max_images: Count = UNLIMITED  # images per project (image_count_total)
+    stage_bytes: Count | None = None  # staged bytes per project (image_stage_total); unset: the byte limit
+    keystone_limits: bool = False  # read the limits from Keystone's unified limits
+    region: str = ""  # Keystone's limits of this region apply ("": those with no region)
     limits_cache_seconds: Seconds = 60
     reconcile_seconds: Seconds = 300  # each project's usage re-listed at Glance this often
     # listings of a project's images at Glance at once (cold projects, reconciliation)
     max_listings: Annotated[int, Field(ge=1)] = 4
     # reservation step of an upload of unknown size; a step must outrun one socket read
     chunk_bytes: Annotated[int, Field(ge=1024 * 1024)] = 8 * 1024 * 1024
+    # an upload of unknown size that finds no room at its start waits this long (paused) for some
+    wait_seconds: Annotated[float, Field(ge=0, le=60)] = 5
     ledger: Literal["memory", "redis"] = "memory"
     redis_url: str = ""
     redis_timeout_seconds: Seconds = 1
     lease_seconds: Seconds = 30
     ledger_down: Literal["refuse", "allow"] = "refuse"  # what an upload gets when the Redis ledger is down
     remote_import: Literal["refuse", "allow"] = "refuse"  # web-download / glance-download, size unknown
+    enforce: Literal["enforce", "dry-run"] = "enforce"  # dry-run: quota refusals only counted, for roll-outs
+    warn_ratio: Annotated[float, Field(gt=0, le=1)] = 0.8  # usage/limit from which a project is near its limit
+    location_add: Literal["refuse", "allow"] = "refuse"  # POST /v2/images/{id}/locations, size unknown
 
     @model_validator(mode="after")
     def _redis(self) -> Quota:
@@ -314,8 +322,14 @@ class Quota(Table):
                 raise PydanticCustomError("conflict", "{detail}", {"key": "redis_url", "detail": str(e)}) from None
         return self
 
-    def limit_for(self, project_id: str) -> int:
-        """Byte limit for a project; UNLIMITED (-1) means no limit."""
+    def limit_for(self, project_id: str, resource: str = "image_size_total") -> int:
+        """A project's limit of a resource of Glance's (bytes, or a count); UNLIMITED (-1) means none."""
+        if resource == "image_count_uploading":
+            return self.max_uploads
+        if resource == "image_count_total":
+            return self.max_images
+        if resource == "image_stage_total" and self.stage_bytes is not None:
+            return self.stage_bytes
         return self.projects.get(project_id, self.default_bytes)
 
 

@@ -27,10 +27,26 @@ def upstream_reason(status: int) -> str:
 
 
 @dataclass(frozen=True)
+class QuotaFigures:
+    """Why a quota refuses: the owner project's figures as the ledger read them."""
+
+    resource: str  # Glance's unified-limit name, e.g. image_size_total
+    project: str
+    used: int  # usage and reservations of other requests, bytes or a count
+    limit: int
+    needed: int  # what this request needs (bytes or a count)
+
+    def record(self) -> dict:
+        return {"resource": self.resource, "project": self.project, "used": self.used,
+                "limit": self.limit, "needed": self.needed}
+
+
+@dataclass(frozen=True)
 class Decision:
     status: int
     reason: str
     message: str
+    figures: QuotaFigures | None = None  # a quota refusal's numbers, for the audit trail
 
 
 @dataclass(frozen=True)
@@ -133,33 +149,55 @@ def check_image(image: Image | None, caller: Identity, admin_roles: frozenset[st
     return None
 
 
-def check_quota(size: int, usage: int, limit: int) -> Decision | None:
+def check_quota(size: int, usage: int, limit: int, project: str = "") -> Decision | None:
     if limit == UNLIMITED or usage + size <= limit:
         return None
-    return quota_exceeded(usage, limit)
+    return quota_exceeded(QuotaFigures(BYTES_STORED, project, usage, limit, size))
 
 
-def quota_exceeded(usage: int, limit: int) -> Decision:
-    return Decision(413, "quota",
-                    f"The upload would exceed the project's storage quota: "
-                    f"{usage} of {limit} bytes are already used or reserved.")
+BYTES_STORED, BYTES_STAGED = "image_size_total", "image_stage_total"
+IMAGES, UPLOADS = "image_count_total", "image_count_uploading"
 
 
-def too_many_uploads(uploads: int, limit: int) -> Decision:
-    return Decision(413, "quota",
-                    f"The project already has {uploads} uploads in progress; its quota allows {limit}.")
+def size(n: int) -> str:
+    """Bytes for a person: binary units, one decimal."""
+    value, unit = float(n), "bytes"
+    for unit in ("bytes", "KiB", "MiB", "GiB", "TiB", "PiB"):
+        if abs(value) < 1024 or unit == "PiB":
+            break
+        value /= 1024
+    return f"{n} bytes" if unit == "bytes" else f"{value:.1f} {unit}"
 
 
-IMPORT_BODY_LIMIT = 64 * 1024  # an import request is a small JSON document
+def quota_exceeded(f: QuotaFigures) -> Decision:
+    """413 naming the resource, the project's usage, its limit and what the
+    request needed; exact figures after the readable ones, to match the ledger."""
+    if f.resource in (BYTES_STORED, BYTES_STAGED):
+        verb = "stores" if f.resource == BYTES_STORED else "stages"
+        what = "this upload" if f.resource == BYTES_STORED else "this stage"
+        text = f"{f.project} {verb} {size(f.used)} of {size(f.limit)}; {what} needs {size(f.needed)}"
+        unit = " bytes"
+    elif f.resource == IMAGES:
+        text = f"{f.project} owns {f.used} images of {f.limit}; this request creates {f.needed} more"
+        unit = " images"
+    else:
+        text = f"{f.project} has {f.used} uploads in progress of {f.limit}; this upload needs {f.needed} more"
+        unit = " uploads"
+    return Decision(413, "quota", f"Quota {f.resource} exceeded: {text} "
+                                  f"(used or reserved {f.used}{unit}, limit {f.limit}, needed {f.needed}).", f)
+
+
+IMPORT_BODY_LIMIT = 64 * 1024  # an import or an image create is a small JSON document
 
 
 def check_import_body(content_length: int | None) -> Decision | None:
-    """The gateway reads an import's body before deciding: bound it, and only
-    with a declared length."""
+    """The gateway reads an import's (or a quota'd create's) body before
+    deciding: bound it, and only with a declared length."""
     if content_length is not None and content_length <= IMPORT_BODY_LIMIT:
         return None
     return Decision(400, "bad_request",
-                    f"An import request must declare a Content-Length of at most {IMPORT_BODY_LIMIT} bytes.")
+                    f"An import request (or an image create under an image quota) must declare a "
+                    f"Content-Length of at most {IMPORT_BODY_LIMIT} bytes.")
 
 
 def unknown_size_import(method: str) -> Decision:
@@ -172,6 +210,11 @@ def ambiguous() -> Decision:
     way than the gateway (policy.routes.AMBIGUOUS): it is not forwarded."""
     return Decision(400, "ambiguous", "Glance may route this request other than the gateway reads it; "
                                       "send it as Glance's API documents it.")
+
+
+def unknown_size_location() -> Decision:
+    return Decision(413, "quota", "A location's data is of unknown size until Glance reads it; "
+                                  "this gateway's quota refuses adding one to an image of a project with a limit.")
 
 
 def plaintext() -> Decision:

@@ -8,13 +8,15 @@ import logging
 from dataclasses import dataclass
 
 from policy import decision as rules
+from policy import imports
 from policy.config import Config
 from policy.decision import Decision, Identity, Image
 from policy.exceptions import InvalidToken, Unavailable
 from policy.glance import GlanceClient
 from policy.identity import TokenValidator
+from policy.imports import ImportBody
 from policy.quota.reservations import HardQuota, Hold
-from policy.routes import Route, is_uuid
+from policy.routes import STAGE, Route, is_uuid
 
 log = logging.getLogger("glance_gate.gate")
 
@@ -51,6 +53,11 @@ class Verdict:
     owner: str | None = None  # the project charged: the image owner's
     hold: Hold | None = None  # the owner's reservation, when it has a quota
     import_method: str | None = None  # imports only
+    would_refuse: Decision | None = None  # dry-run: the quota refusal the request passed
+
+    def quota_would_refuse(self) -> Decision | None:
+        """Dry-run: the one quota refusal the request passed, at its decision or mid-stream."""
+        return self.would_refuse or (self.hold.would_refuse if self.hold else None)
 
     def check_transferred(self, transferred: int) -> Decision | None:
         """The quota rule again, for a body whose size shows only as it streams."""
@@ -64,10 +71,30 @@ class UploadGate:
     async def decide(self, req: UploadRequest) -> Verdict:
         return await self._run(req.route, self._decide, req)
 
-    async def decide_import(self, route: Route, tokens: list[str], body: bytes) -> Verdict:
+    async def decide_import(self, route: Route, tokens: list[str], body: ImportBody) -> Verdict:
         """POST /v2/images/{id}/import: the same caller and owner rules as an
         upload, and the quota for the data the import will store."""
         return await self._run(route, self._decide_import, route, tokens, body)
+
+    async def decide_create(self, tokens: list[str], body: bytes) -> Verdict:
+        """POST /v2/images: one more image for its owner's image_count_total.
+        A token Glance will refuse, or a body it will, is left to Glance."""
+        verdict = Verdict()
+        try:
+            verdict.identity = identity = await self.tokens.validate(tokens)
+            try:
+                owner = json.loads(body).get("owner")
+            except (ValueError, TypeError, AttributeError):
+                return verdict  # Glance refuses a malformed create itself
+            verdict.owner = owner if isinstance(owner, str) and owner else identity.project_id
+            if verdict.owner != identity.project_id and not identity.roles & self.config.policy.admin_roles:
+                return verdict  # Glance lets only an admin create an image another project owns: 403
+            verdict.refusal = await self._reserve(verdict, 1, rules.IMAGES, upload=False)
+        except InvalidToken:
+            pass
+        except Unavailable as e:
+            verdict.refusal = rules.unavailable(e.dependency, e.detail, e.reason)
+        return verdict
 
     async def _run(self, route: Route, decide, *args) -> Verdict:
         verdict = Verdict()
@@ -94,9 +121,10 @@ class UploadGate:
             return refusal
         assert image is not None
         verdict.owner = image.owner or identity.project_id
-        return await self._reserve(verdict, req.declared_size)
+        return await self._reserve(verdict, req.declared_size,
+                                   rules.BYTES_STAGED if req.route.kind == STAGE else rules.BYTES_STORED)
 
-    async def _decide_import(self, route: Route, tokens: list[str], body: bytes,
+    async def _decide_import(self, route: Route, tokens: list[str], body: ImportBody,
                              verdict: Verdict) -> Decision | None:
         verdict.identity = identity = await self.tokens.validate(tokens)
         verdict.image = image = await self.glance.image(route.image_id, tokens[0].strip(), identity)
@@ -104,32 +132,39 @@ class UploadGate:
             return refusal
         assert image is not None
         verdict.owner = image.owner or identity.project_id
-        try:
-            request = json.loads(body)
-            method, stores = request["method"]["name"], request.get("stores") or []
-        except (ValueError, TypeError, KeyError, AttributeError):
-            return None  # Glance's schema refuses a malformed import itself
-        if not isinstance(method, str) or not isinstance(stores, list):
-            return None
-        verdict.import_method = method
-        if method in REMOTE_IMPORTS:
-            return rules.unknown_size_import(method) if self.config.quota.remote_import == "refuse" else None
-        copies = await self._new_copies(image, method, stores, request.get("all_stores") is True)
+        request = imports.parse(body)
+        if isinstance(request, Decision):
+            return request
+        verdict.import_method = request.method
+        if request.method in REMOTE_IMPORTS:
+            if self.config.quota.remote_import == "allow":
+                return None
+            if self.quota.dry_run:
+                verdict.would_refuse = rules.unknown_size_import(request.method)
+                return None
+            return rules.unknown_size_import(request.method)
+        copies = await self._new_copies(image, request)
         if not copies or not image.size:
             return None  # nothing to store, or nothing staged: Glance answers
         return await self._reserve(verdict, image.size * copies)
 
-    async def _new_copies(self, image: Image, method: str, stores: list, all_stores: bool) -> int:
+    async def _new_copies(self, image: Image, request: imports.ImportRequest) -> int:
         """How many more copies of the data the import stores."""
-        targets = set(await self.glance.stores() if all_stores else map(str, stores))
-        if method == "copy-image":
-            return len(targets - set(image.stores))
-        return max(1, len(targets))  # glance-direct: the staged data, into each store
+        if request.method != "copy-image":  # glance-direct: the staged data, into each target store
+            return max(1, len(request.stores or ()))
+        if request.all_stores:
+            targets = set((await self.glance.stores())[0])
+        elif request.stores is not None:
+            targets = set(request.stores)
+        else:
+            targets = {(await self.glance.stores())[1]}
+        return len(targets - set(image.stores))
 
-    async def _reserve(self, verdict: Verdict, size: int | None) -> Decision | None:
+    async def _reserve(self, verdict: Verdict, size: int | None, resource: str = rules.BYTES_STORED,
+                       upload: bool = True) -> Decision | None:
         assert verdict.owner
         try:
-            verdict.hold, refusal = await self.quota.reserve(verdict.owner, size)
+            verdict.hold, refusal = await self.quota.reserve(verdict.owner, size, resource, upload)
         except Unavailable as e:
             if e.dependency != "redis" or self.config.quota.ledger_down == "refuse":
                 raise

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Protocol
 import httpx
 
 from policy import http
-from policy.decision import Identity, Image
+from policy.decision import BYTES_STAGED, BYTES_STORED, IMAGES, Identity, Image
 from policy.exceptions import InvalidToken, Misconfigured, Unavailable
 
 if TYPE_CHECKING:
@@ -16,6 +16,8 @@ if TYPE_CHECKING:
 
 # Statuses whose data no longer counts against the owner's quota.
 NOT_STORED = frozenset({"deleted", "killed", "pending_delete"})
+# Statuses whose data sits in Glance's staging area (glance-direct staged, or importing).
+STAGING = frozenset({"uploading", "importing"})
 
 
 class Credentials(Protocol):
@@ -83,20 +85,27 @@ class GlanceClient:
                      disk_format=body.get("disk_format"), container_format=body.get("container_format"),
                      size=body.get("size"), stores=_split(body.get("stores")))
 
-    async def stored_bytes(self, image_id: str) -> tuple[str, int] | None:
-        """The image's owner and the bytes it stores, as the quota counts them,
-        read with the gateway's own identity; None when there is no such image."""
+    async def footprint(self, image_id: str) -> tuple[str, dict[str, int]] | None:
+        """The image's owner and what it counts for in each of Glance's quota
+        resources, read with the gateway's own identity; None when there is no such image."""
+        image = await self.service_image(image_id)
+        return None if image is None else _owned(image)
+
+    async def service_image(self, image_id: str) -> dict | None:
+        """The image as Glance shows it to the gateway's own identity; None when there is no such image."""
         response = await self._get(f"/v2/images/{image_id}", await self.credentials.service())
         if response.status_code == 404:
             return None
         if response.status_code != 200:
             raise http.refused("glance", "the image lookup", response, self.credentials.fix, "gateway.upstream")
-        return _owned(response.json())
+        return response.json()
 
-    async def stores(self) -> tuple[str, ...]:
-        """The ids of every store Glance has enabled."""
-        body = await self._service_get("the store list", "/v2/info/stores")
-        return tuple(store["id"] for store in body["stores"])
+    async def stores(self) -> tuple[tuple[str, ...], str | None]:
+        """The ids of the stores Glance imports into with `all_stores` (every
+        enabled one but the read-only http store), and its default store's."""
+        stores = (await self._service_get("the store list", "/v2/info/stores"))["stores"]
+        return (tuple(s["id"] for s in stores if s.get("read-only") != "true"),
+                next((s["id"] for s in stores if s.get("default")), None))
 
     async def probe(self) -> None:
         """What a quota decision needs: the listing of a project's images with
@@ -104,16 +113,21 @@ class GlanceClient:
         await self._service_get("the image list", "/v2/images",
                                 {"owner": "glance-gate-probe", "visibility": "all", "limit": 1})
 
-    async def usage(self, project_id: str) -> int:
-        """Bytes stored by the project's images, as Glance's image_size_total
-        counts them (size × number of locations), read with the gateway's own
-        identity. A copy an import is writing right now already counts."""
-        total, path = 0, "/v2/images"
-        params = {"owner": project_id, "visibility": "all", "limit": 1000}
-        while path:
-            body = await self._service_get("the image list", path, params)
-            total += sum(_owned(image)[1] for image in body["images"])
-            path, params = body.get("next"), None  # `next` carries its own query
+    async def usage(self, project_id: str, resource: str = BYTES_STORED) -> int:
+        """The project's usage of a resource as Glance counts it, read with the
+        gateway's own identity: image_size_total the bytes stored (size × number
+        of locations; a copy an import is writing right now already counts),
+        image_stage_total the bytes staged, image_count_total the images.
+        Glance counts hidden images too, which its list leaves out unless asked
+        for them alone: two listings."""
+        total = 0
+        for hidden in ("false", "true"):
+            path, params = "/v2/images", {"owner": project_id, "visibility": "all", "os_hidden": hidden,
+                                          "limit": 1000}
+            while path:
+                body = await self._service_get("the image list", path, params)
+                total += sum(_owned(image)[1][resource] for image in body["images"])
+                path, params = body.get("next"), None  # `next` carries its own query
         return total
 
 
@@ -121,20 +135,33 @@ def _split(stores: str | None) -> tuple[str, ...]:
     return tuple(s for s in (stores or "").split(",") if s)
 
 
-def _owned(image: dict) -> tuple[str, int]:
-    return image.get("owner") or "", 0 if image["status"] in NOT_STORED else stored(image)
+def _owned(image: dict) -> tuple[str, dict[str, int]]:
+    return image.get("owner") or "", counts(image)
+
+
+def counts(image: dict) -> dict[str, int]:
+    """What the image counts for in each resource, as Glance 33 counts them
+    (glance/db/sqlalchemy/api.py: _image_get_disk_usage_by_owner,
+    _image_get_staging_usage_by_owner, _image_get_count_by_owner)."""
+    status, size = image["status"], image.get("size") or 0
+    live = status not in NOT_STORED
+    copying = bool(_split(image.get("os_glance_importing_to_stores")))
+    return {BYTES_STORED: stored(image) if live else 0,
+            BYTES_STAGED: size if status in STAGING or (live and copying) else 0,
+            IMAGES: int(live)}
 
 
 def stored(image: dict) -> int:
     """size × locations. Listings show `locations` only when Glance's
     show_multiple_locations is on; `stores` (multi-store Glance) names one
     store per location; a single-store Glance shows neither: one location
-    once the data is in (`active`)."""
+    once the data is in (`active`, and `deactivated`, which only an active
+    image becomes)."""
     if "locations" in image:
         copies = len(image["locations"])
     elif "stores" in image:
         copies = len(_split(image["stores"]))
     else:
-        copies = 1 if image["status"] == "active" else 0
+        copies = 1 if image["status"] in ("active", "deactivated") else 0
     copies += len(_split(image.get("os_glance_importing_to_stores")))
     return (image.get("size") or 0) * copies

@@ -28,16 +28,19 @@ STAGE = "stage"
 IMPORT = "import"
 DOWNLOAD = "download"
 CHANGE = "change"  # may change what the image stores: update, delete, a store's copy, a new location
+CREATE = "create"  # POST /v2/images: one more image for the owner's image_count_total
 OTHER = "other"
 AMBIGUOUS = "ambiguous"  # Glance may read it another way than the gateway: refused
-POLICED = frozenset({UPLOAD, STAGE, IMPORT, CHANGE})
+POLICED = frozenset({UPLOAD, STAGE, IMPORT, CHANGE, CREATE})
 
 _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}")
 # The routes of Glance's v2 router (glance/api/v2/router.py) that the gateway
 # polices, as routes 2.5 compiles them: `{var}` is `[^/]+?`, and `$` also
 # matches before a final newline. Image data, and what changes an image's
-# locations, status or owner: what its image_size_total counts.
-_ROUTES = ((r"^/images/(?P<image_id>[^/]+?)/file$", {"PUT": UPLOAD, "GET": DOWNLOAD}),
+# locations, status or owner: what its image_size_total counts; and a create,
+# one more image for image_count_total.
+_ROUTES = ((r"^/images$", {"POST": CREATE}),
+           (r"^/images/(?P<image_id>[^/]+?)/file$", {"PUT": UPLOAD, "GET": DOWNLOAD}),
            (r"^/images/(?P<image_id>[^/]+?)/stage$", {"PUT": STAGE}),
            (r"^/images/(?P<image_id>[^/]+?)/import$", {"POST": IMPORT}),
            (r"^/images/(?P<image_id>[^/]+?)$", {"PATCH": CHANGE, "DELETE": CHANGE}),
@@ -146,7 +149,7 @@ def _glance_api_path(path_info: str, accept: str) -> str | None:
 def _match(routes, path: str | None, method: str) -> Route:
     for pattern, kinds in routes:
         if path is not None and (found := pattern.match(path)):
-            return Route(kinds[method], found.group("image_id")) if method in kinds else Route(OTHER)
+            return Route(kinds[method], found.groupdict().get("image_id") or "") if method in kinds else Route(OTHER)
     return Route(OTHER)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from policy import config as configuration
-from policy.decision import Identity, Image
+from policy.decision import BYTES_STORED, Identity, Image
 from policy.gate import UploadGate
 from policy.identity import TokenCache, TokenValidator
 from policy.quota import hard_quota
@@ -31,18 +31,18 @@ class Glance:
         self._image, self._usage = image, usage
         self.stored: tuple[str, int] | None = None
 
-    async def stored_bytes(self, image_id: str) -> tuple[str, int] | None:
-        return self.stored
+    async def footprint(self, image_id: str) -> tuple[str, dict[str, int]] | None:
+        return self.stored and (self.stored[0], {BYTES_STORED: self.stored[1]})
 
     async def image(self, image_id: str, token: str, caller: Identity) -> Image | None:
         if isinstance(self._image, Exception):
             raise self._image
         return self._image
 
-    async def usage(self, project_id: str) -> int:
+    async def usage(self, project_id: str, resource: str = BYTES_STORED) -> int:
         if isinstance(self._usage, Exception):
             raise self._usage
-        return self._usage
+        return self._usage if resource == BYTES_STORED else 0
 
 
 def config(limit: int, audit: str = "-", **quota) -> configuration.Config:

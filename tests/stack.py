@@ -18,10 +18,20 @@ from urllib.parse import urlsplit
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
-from policy.glance import NOT_STORED
 
 REPO = Path(__file__).resolve().parent.parent
 STATE = Path(os.environ.get("GLANCE_GATE_STATE", REPO / ".state"))
+
+
+# Glance's usage functions of its quota (glance/quota/keystone.py calls them), on its database.
+GLANCE_USAGE = """
+import json, sys
+from oslo_config import cfg
+from glance.db.sqlalchemy import api
+cfg.CONF([], project="glance", default_config_files=[sys.argv[1]])
+print(json.dumps({p: [api.user_get_storage_usage(None, p), api.user_get_staging_usage(None, p)]
+                  for p in sys.argv[2:]}))
+"""
 
 
 def load_cloud() -> dict:
@@ -99,14 +109,24 @@ class Stack:
         return r.json()
 
     def usage(self, project_id: str) -> int:
-        """Bytes the project's images store, as the gateway's quota counts them."""
-        total, path = 0, f"/v2/images?owner={project_id}&visibility=all&limit=1000"
-        while path:
-            r = self.http.get(f"{self.glance}{path}", headers={"X-Auth-Token": self.token("admin")})
-            assert r.status_code == 200, r.text
-            total += sum(i["size"] or 0 for i in r.json()["images"] if i["status"] not in NOT_STORED)
-            path = r.json().get("next")
-        return total
+        """Bytes the project's images store, as Glance's image_size_total counts them."""
+        return self.glance_usage(project_id)[project_id][0]
+
+    def glance_usage(self, *projects: str) -> dict[str, tuple[int, int]]:
+        """Glance's own count, exact to the byte, for each project: (image_size_total,
+        image_stage_total) as its quota code computes them from its database
+        (GET /v2/info/usage rounds to MiB). Run in the cloud's Glance venv."""
+        conf = Path(self.cloud["glance_config_dir"]) / "glance-api.conf"
+        run = subprocess.run([str(Path(self.cloud["venvs"]["glance"]) / "bin" / "python"), "-W", "ignore", "-c", GLANCE_USAGE, str(conf),
+                              *projects], capture_output=True, text=True, timeout=60)
+        assert run.returncode == 0, run.stderr
+        return {p: tuple(v) for p, v in json.loads(run.stdout).items()}
+
+    def info_usage(self, user: str) -> dict:
+        """GET /v2/info/usage for the user's project, from Glance: {resource: {usage, limit}}."""
+        r = self.http.get(f"{self.glance}/v2/info/usage", headers={"X-Auth-Token": self.token(user)})
+        assert r.status_code == 200, r.text
+        return r.json()["usage"]
 
     def delete_image(self, image_id: str, user: str = "userA") -> None:
         r = self.http.delete(f"{self.glance}/v2/images/{image_id}",

@@ -217,7 +217,7 @@ def test_a_delete_frees_its_bytes_before_its_answer_is_sent(tmp_path):
     refused, streamed, (hold, refusal) = run(hooks)
 
     assert refused.status == 413 and streamed is False
-    assert refusal is None and hold.used == 500
+    assert refusal is None and hold.others == 500
     assert flow.metadata["glance_gate"].route.kind == "change"
 
 

@@ -8,7 +8,7 @@ from policy.config import UNLIMITED
 from policy.decision import Identity, Image, check_body, check_image, check_media_type, check_quota
 from policy.glance import stored as glance_stored
 from policy.identity.cache import TokenCache
-from policy.routes import AMBIGUOUS, CHANGE, DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
+from policy.routes import AMBIGUOUS, CHANGE, CREATE, DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
 
 ID = "0cb9328d-dd8c-41bb-b378-404b854b93b9"
 ALICE = Identity("u1", "projA", frozenset({"member"}), expires_at=10_000)
@@ -110,7 +110,9 @@ def test_classify_follows_glance_version_negotiation(accept, path, kind):
     ("POST", f"/v2/images/{ID}/file", "Multipart/Form-Data; boundary=x", AMBIGUOUS),
     ("POST", f"/v2/images/{ID}", "application/x-www-form-urlencoded", AMBIGUOUS),
     ("POST", f"/v2/images/{ID}/file?_method=", "application/x-www-form-urlencoded", OTHER),  # not read then
-    ("POST", "/v2/images", "application/x-www-form-urlencoded", OTHER),
+    ("POST", "/v2/images", "application/x-www-form-urlencoded", AMBIGUOUS),  # a create, or what the body names
+    ("POST", "/v2/images", "application/json", CREATE),
+    ("POST", "/v2//images%0a", "application/json", CREATE),  # as Glance routes it (the oracle)
     ("POST", f"/v2/images/{ID}/file", "application/octet-stream", OTHER),
 ])
 def test_classify_follows_method_override(method, path, content_type, kind):
@@ -173,6 +175,8 @@ def test_quota():
     ({"status": "active", "size": 10, "stores": "fs", "os_glance_importing_to_stores": "fs2"}, 20),
     ({"status": "active", "size": 10, "locations": [{}, {}, {}]}, 30),
     ({"status": "active", "size": 10}, 10),  # single-store Glance: one location
+    ({"status": "deactivated", "size": 10}, 10),  # Glance counts a deactivated image's locations
+    ({"status": "deactivated", "size": 10, "stores": "fs,fs2"}, 20),
     ({"status": "uploading", "size": 10, "stores": ""}, 0),  # staged data is not stored yet
     ({"status": "queued", "size": None}, 0),
 ])

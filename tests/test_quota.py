@@ -24,13 +24,14 @@ LEASE = 3  # seconds, in the tests that watch a lease run out
 
 @pytest.fixture
 def projQ(stack: Stack) -> str:
-    """projQ's id, with every image of it deleted: its usage is 0."""
+    """projQ's id, with every image of it deleted, hidden ones too: its usage is 0."""
     token = stack.token("admin")
     project = stack.user("userQ")["project_id"]
-    r = stack.http.get(f"{stack.glance}/v2/images", params={"owner": project, "limit": 1000},
-                       headers={"X-Auth-Token": token})
-    for image in r.json()["images"]:
-        stack.delete_image(image["id"], user="admin")
+    for hidden in ("false", "true"):
+        r = stack.http.get(f"{stack.glance}/v2/images", headers={"X-Auth-Token": token},
+                           params={"owner": project, "os_hidden": hidden, "limit": 1000})
+        for image in r.json()["images"]:
+            stack.delete_image(image["id"], user="admin")
     assert glance_usage(stack, project) == 0
     return project
 
@@ -52,12 +53,27 @@ def redis_server(redis_module):
 
 
 def glance_usage(stack: Stack, project: str) -> int:
-    """What projQ stores, as Glance counts image_size_total: size × stores."""
-    r = stack.http.get(f"{stack.glance}/v2/images", params={"owner": project, "limit": 1000},
-                       headers={"X-Auth-Token": stack.token("admin")})
-    assert r.status_code == 200 and not r.json().get("next"), r.text
-    return sum((i["size"] or 0) * len([s for s in i.get("stores", "").split(",") if s])
-               for i in r.json()["images"] if i["status"] not in ("deleted", "killed", "pending_delete"))
+    """What the project stores, as Glance's own image_size_total counts it, to the byte."""
+    return stack.glance_usage(project)[project][0]
+
+
+def ledger_usage(server: RedisServer, project: str) -> int | None:
+    """The usage the gateways' shared ledger holds for the project; None when it holds none."""
+    held = server.cli("GET", f"glance-gate:quota:{{{project}}}:usage")
+    return int(held) if held else None
+
+
+def assert_usage(stack: Stack, project: str, expected: int, server: RedisServer | None = None) -> None:
+    """Glance stores `expected` bytes for the project, by its own count, and the
+    ledger (when the gateways share one) holds exactly that: a reservation is
+    settled just after its answer reached the client, so the ledger is given a
+    few seconds to show it."""
+    assert glance_usage(stack, project) == expected
+    if server is not None:
+        deadline = time.monotonic() + 10
+        while (held := ledger_usage(server, project)) != expected and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert held == expected, f"the ledger holds {held} bytes for {project}, Glance stores {expected}"
 
 
 def gateway(tmp, stack, project, limit, ledger=None, gateway_settings=None, **settings):
@@ -136,16 +152,17 @@ def test_race_concurrent_uploads_never_pass_the_quota(stack, projQ, tmp_path, re
           f"{statuses.count(204)} accepted, {statuses.count(413)} refused, {sum(sizes)} offered")
     assert set(statuses) == {204, 413}, statuses
     assert accepted <= quota
-    assert glance_usage(stack, projQ) == accepted <= quota
+    assert accepted <= quota
+    assert_usage(stack, projQ, accepted, server)
     for i, status in enumerate(statuses):
         if status == 413:
             stack.assert_untouched(images[i], cut=bool(i % 2))
 
 
-def test_chunked_upload_grows_its_reservation_then_is_cut_at_the_limit(stack, projQ, tmp_path):
+def test_chunked_upload_grows_its_reservation_then_is_cut_at_the_limit(stack, projQ, tmp_path, redis_server):
     """1 MiB reservation steps: a 3 MiB chunked upload takes three, a 6 MiB one
     is cut where it would cross the 5 MiB quota, and a retry that fits succeeds."""
-    gw = gateway(tmp_path, stack, projQ, 5 * MiB)
+    gw = gateway(tmp_path, stack, projQ, 5 * MiB, redis_server)
     token = stack.token("userQ")
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -156,14 +173,17 @@ def test_chunked_upload_grows_its_reservation_then_is_cut_at_the_limit(stack, pr
         stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
         assert put(client, image_id, token, chunks(2 * MiB)).status_code == 204
-        assert glance_usage(stack, projQ) == 5 * MiB
-        assert_refusal(put(client, stack.create_image(user="userQ"), token, chunks(MiB)), 413, "quota")
+        assert_usage(stack, projQ, 5 * MiB, redis_server)
+        cut = stack.create_image(user="userQ")
+        assert_refusal(put(client, cut, token, chunks(MiB)), 413, "quota")
+        stack.assert_untouched(cut, cut=True)
+        assert_usage(stack, projQ, 5 * MiB, redis_server)
     finally:
         stop(gw.proc)
 
 
-def test_declared_image_size_of_a_chunked_upload_is_reserved_whole(stack, projQ, tmp_path):
-    gw = gateway(tmp_path, stack, projQ, 2 * MiB)
+def test_declared_image_size_of_a_chunked_upload_is_reserved_whole(stack, projQ, tmp_path, redis_server):
+    gw = gateway(tmp_path, stack, projQ, 2 * MiB, redis_server)
     token = stack.token("userQ")
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -176,17 +196,20 @@ def test_declared_image_size_of_a_chunked_upload_is_reserved_whole(stack, projQ,
         assert_refusal(r, 413, "quota")
         stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
+        assert_usage(stack, projQ, 0, redis_server)
     finally:
         stop(gw.proc)
 
 
-def test_admin_upload_is_charged_to_the_image_owner(stack, projQ, tmp_path):
-    gw = gateway(tmp_path, stack, projQ, MiB)
+def test_admin_upload_is_charged_to_the_image_owner(stack, projQ, tmp_path, redis_server):
+    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
         image_id = stack.create_image(user="userQ")
         assert_refusal(put(client, image_id, stack.token("admin"), os.urandom(2 * MiB)), 413, "quota")
         stack.assert_untouched(image_id)
+        assert put(client, image_id, stack.token("admin"), os.urandom(MiB)).status_code == 204
+        assert_usage(stack, projQ, MiB, redis_server)
     finally:
         stop(gw.proc)
 
@@ -210,10 +233,10 @@ def test_concurrent_uploads_cap(stack, projQ, tmp_path):
         stop(gw.proc)
 
 
-def test_stage_then_import_cannot_bypass_the_quota(stack, projQ, tmp_path):
+def test_stage_then_import_cannot_bypass_the_quota(stack, projQ, tmp_path, redis_server):
     """Staging is checked like /file; the glance-direct import that stores the
     staged data is checked again, against what is stored by then."""
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
     token = stack.token("userQ")
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -226,13 +249,14 @@ def test_stage_then_import_cannot_bypass_the_quota(stack, projQ, tmp_path):
                         headers={"X-Auth-Token": token})
         assert_refusal(r, 413, "quota")
         assert stack.image(staged)["status"] == "uploading"
-        assert glance_usage(stack, projQ) == 2 * MiB
+        assert_usage(stack, projQ, 2 * MiB, redis_server)
+        assert stack.glance_usage(projQ)[projQ][1] == 2 * MiB  # staged, as Glance's image_stage_total counts
     finally:
         stop(gw.proc)
 
 
-def test_import_within_the_quota_passes(stack, projQ, tmp_path):
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
+def test_import_within_the_quota_passes(stack, projQ, tmp_path, redis_server):
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
     token = stack.token("userQ")
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -241,10 +265,8 @@ def test_import_within_the_quota_passes(stack, projQ, tmp_path):
         r = client.post(f"/v2/images/{staged}/import", json={"method": {"name": "glance-direct"}},
                         headers={"X-Auth-Token": token})
         assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 30
-        while stack.image(staged)["status"] != "active" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert glance_usage(stack, projQ) == 2 * MiB
+        wait_until(lambda: stack.image(staged)["status"] == "active", "the import")
+        assert_usage(stack, projQ, 2 * MiB, redis_server)
         # The import's bytes count now: a 2 MiB upload no longer fits.
         assert_refusal(put(client, stack.create_image(user="userQ"), token, os.urandom(2 * MiB)), 413, "quota")
     finally:
@@ -265,12 +287,12 @@ def test_import_body_must_be_small_and_declared(stack, gw_http):
     assert stack.image(staged)["status"] == "uploading"
 
 
-def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp_path):
+def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp_path, redis_server):
     """An admin copies projQ's 2 MiB image into the cloud's second store: 4 MiB
     in all, refused under a 3 MiB quota, accepted under 5 MiB, and then
     Glance counts both copies."""
     image_id = stack.create_image(user="userQ")
-    tight, roomy = (gateway(tmp_path, stack, projQ, limit) for limit in (3 * MiB, 5 * MiB))
+    tight, roomy = (gateway(tmp_path, stack, projQ, limit, redis_server) for limit in (3 * MiB, 5 * MiB))
     copy = {"method": {"name": "copy-image"}, "stores": ["fs2"]}
     admin = {"X-Auth-Token": stack.token("admin")}
     try:
@@ -281,10 +303,8 @@ def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp
         assert stack.image(image_id)["stores"] == "fs"
         r = httpx.post(f"{roomy.url}/v2/images/{image_id}/import", json=copy, headers=admin, timeout=30)
         assert r.status_code == 202, r.text
-        deadline = time.monotonic() + 30
-        while stack.image(image_id)["stores"] != "fs,fs2" and time.monotonic() < deadline:
-            time.sleep(0.2)
-        assert glance_usage(stack, projQ) == 4 * MiB
+        wait_until(lambda: stack.image(image_id)["stores"] == "fs,fs2", "the copy into fs2")
+        assert_usage(stack, projQ, 4 * MiB, redis_server)
     finally:
         stop(tight.proc)
         stop(roomy.proc)
@@ -374,7 +394,7 @@ def test_kill_9_mid_upload_the_reservation_expires_with_its_lease(stack, projQ, 
         thread.join(60)
         stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
-        assert glance_usage(stack, projQ) == 2 * MiB
+        assert_usage(stack, projQ, 2 * MiB, redis_server)
     finally:
         stop(survivor.proc)
         if doomed.proc.poll() is None:
@@ -390,23 +410,20 @@ def system_token(stack: Stack) -> str:
     return r.headers["X-Subject-Token"]
 
 
-def test_keystone_unified_limits_win_over_config(stack, projQ, tmp_path):
+def test_keystone_unified_limits_win_over_config(stack, projQ, tmp_path, redis_server):
     """image_size_total, in MiB, as Glance reads it: projQ's own limit (2 MiB)
     applies although config.toml says unlimited."""
     headers = {"X-Auth-Token": system_token(stack)}
     keystone = f"{stack.keystone}/v3"
     service = stack.http.get(f"{keystone}/services", params={"type": "image"}, headers=headers).json()
     service_id = service["services"][0]["id"]
-    query = {"service_id": service_id, "resource_name": "image_size_total"}
-    if not stack.http.get(f"{keystone}/registered_limits", params=query, headers=headers).json()["registered_limits"]:
-        r = stack.http.post(f"{keystone}/registered_limits", headers=headers,
-                            json={"registered_limits": [{**query, "default_limit": -1}]})
-        assert r.status_code == 201, r.text
+    # In the cloud's region, beside the registered limit there (scripts/cloud.d/seed.py)
+    query = {"service_id": service_id, "resource_name": "image_size_total", "region_id": stack.cloud["region"]}
     r = stack.http.post(f"{keystone}/limits", headers=headers,
                         json={"limits": [{**query, "project_id": projQ, "resource_limit": 2}]})
     assert r.status_code == 201, r.text
     limit_id = r.json()["limits"][0]["id"]
-    gw = gateway(tmp_path, stack, projQ, -1, keystone_limits=True)
+    gw = gateway(tmp_path, stack, projQ, -1, redis_server, keystone_limits=True, region=stack.cloud["region"])
     token = stack.token("userQ")
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -414,25 +431,27 @@ def test_keystone_unified_limits_win_over_config(stack, projQ, tmp_path):
         assert_refusal(put(client, image_id, token, os.urandom(3 * MiB)), 413, str(2 * MiB))
         stack.assert_untouched(image_id)
         assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
+        assert_usage(stack, projQ, 2 * MiB, redis_server)
     finally:
         stop(gw.proc)
         assert stack.http.delete(f"{keystone}/limits/{limit_id}", headers=headers).status_code == 204
 
 
 def listings(stack: Stack, project: str) -> int:
-    """How many listings of the project's images Glance has answered so far."""
+    """How many listings of the project's images Glance has answered so far
+    (each lists the visible images, then the hidden ones)."""
     with open(stack.cloud["logs"]["glance"], errors="replace") as f:
-        return sum(f"GET /v2/images?owner={project}" in line for line in f)
+        return sum(f"GET /v2/images?owner={project}" in line and "os_hidden=false" in line for line in f)
 
 
 def reconciliations(gw) -> float:
     return gw.metric("glance_gate_quota_reconcile_duration_seconds_count")
 
 
-def test_a_cold_project_costs_one_listing_shared_by_concurrent_uploads(stack, projQ, tmp_path):
+def test_a_cold_project_costs_one_listing_shared_by_concurrent_uploads(stack, projQ, tmp_path, redis_server):
     """Eight first uploads at once into a project the gateway has not seen:
     Glance lists its images once, and never again for the uploads after."""
-    gw = gateway(tmp_path, stack, projQ, 100 * MiB)
+    gw = gateway(tmp_path, stack, projQ, 100 * MiB, redis_server)
     token = stack.token("userQ")
     images = [stack.create_image(user="userQ") for _ in range(10)]
     before = listings(stack, projQ)
@@ -448,7 +467,7 @@ def test_a_cold_project_costs_one_listing_shared_by_concurrent_uploads(stack, pr
     finally:
         stop(gw.proc)
     assert listings(stack, projQ) - before == 1
-    assert glance_usage(stack, projQ) == 10 * 1000
+    assert_usage(stack, projQ, 10 * 1000, redis_server)
 
 
 @pytest.mark.parametrize("ledger", ["memory", "redis"])
@@ -465,16 +484,16 @@ def test_a_delete_through_the_gateway_frees_its_bytes_for_the_very_next_upload(s
         assert_refusal(put(client, waiting, token, data), 413, "quota")
         assert client.delete(f"/v2/images/{stored}", headers={"X-Auth-Token": token}).status_code == 204
         assert put(client, waiting, token, data).status_code == 204
-        assert glance_usage(stack, projQ) == 2 * MiB
+        assert_usage(stack, projQ, 2 * MiB, server)
         assert reconciliations(gw) == 0  # the delete did it, not a reconciliation
     finally:
         stop(gw.proc)
 
 
-def test_a_copy_deleted_from_a_store_through_the_gateway_frees_its_bytes(stack, projQ, tmp_path):
+def test_a_copy_deleted_from_a_store_through_the_gateway_frees_its_bytes(stack, projQ, tmp_path, redis_server):
     """A 2 MiB image copied into the second store counts twice; deleting that
     copy (DELETE /v2/stores/fs2/{id}) through the gateway frees one."""
-    gw = gateway(tmp_path, stack, projQ, 5 * MiB)
+    gw = gateway(tmp_path, stack, projQ, 5 * MiB, redis_server)
     token, admin = stack.token("userQ"), {"X-Auth-Token": stack.token("admin")}
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -484,18 +503,20 @@ def test_a_copy_deleted_from_a_store_through_the_gateway_frees_its_bytes(stack, 
                         json={"method": {"name": "copy-image"}, "stores": ["fs2"]})
         assert r.status_code == 202, r.text
         wait_until(lambda: stack.image(image_id)["stores"] == "fs,fs2", "the copy into fs2")
+        assert_usage(stack, projQ, 4 * MiB, redis_server)
         data = os.urandom(2 * MiB)
         assert_refusal(put(client, waiting, token, data), 413, "quota")
         assert client.delete(f"/v2/stores/fs2/{image_id}", headers=admin).status_code == 204
+        assert_usage(stack, projQ, 2 * MiB, redis_server)
         assert put(client, waiting, token, data).status_code == 204
-        assert glance_usage(stack, projQ) == 4 * MiB
+        assert_usage(stack, projQ, 4 * MiB, redis_server)
     finally:
         stop(gw.proc)
 
 
-def test_a_new_owner_takes_the_bytes_along(stack, projQ, tmp_path):
+def test_a_new_owner_takes_the_bytes_along(stack, projQ, tmp_path, redis_server):
     """An admin gives projQ's image to projB through the gateway: projQ's bytes are free at once."""
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
     token = stack.token("userQ")
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -509,15 +530,18 @@ def test_a_new_owner_takes_the_bytes_along(stack, projQ, tmp_path):
                                   "Content-Type": "application/openstack-images-v2.1-json-patch"})
         assert r.status_code == 200, r.text
         assert put(client, waiting, token, data).status_code == 204
-        assert glance_usage(stack, projQ) == 2 * MiB
+        assert_usage(stack, projQ, 2 * MiB, redis_server)
     finally:
         stop(gw.proc)
         stack.delete_image(given, user="admin")
 
 
-def test_a_delete_made_directly_at_glance_frees_its_bytes_after_one_reconciliation(stack, projQ, tmp_path):
+def test_a_delete_made_directly_at_glance_frees_its_bytes_after_one_reconciliation(stack, projQ, tmp_path,
+                                                                                   redis_server):
+    """Behind the gateway's back the ledger is off by the delete's bytes
+    (README's bound), until the next reconciliation."""
     period = 4  # seconds between reconciliations: the steps below take a fraction of it
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, reconcile_seconds=period)
+    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server, reconcile_seconds=period)
     token = stack.token("userQ")
     try:
         client = httpx.Client(base_url=gw.url, timeout=60)
@@ -527,18 +551,23 @@ def test_a_delete_made_directly_at_glance_frees_its_bytes_after_one_reconciliati
         done = wait_until(lambda: reconciliations(gw) or None, "a first reconciliation", 3 * period)
         stack.delete_image(stored, user="userQ")  # behind the gateway's back
         assert_refusal(put(client, waiting, token, data), 413, "quota")  # it does not know yet
+        assert ledger_usage(redis_server, projQ) == glance_usage(stack, projQ) + 2 * MiB
         wait_until(lambda: reconciliations(gw) > done, "the next reconciliation", 3 * period)
+        assert_usage(stack, projQ, 0, redis_server)
         assert put(client, waiting, token, data).status_code == 204
+        assert_usage(stack, projQ, 2 * MiB, redis_server)
         assert gw.metric("glance_gate_quota_drift_bytes_sum") == 2 * MiB
     finally:
         stop(gw.proc)
 
 
 def test_reconciliation_while_uploads_race_lets_nothing_over_the_quota(stack, projQ, tmp_path, redis_server):
-    """Two gateways on Redis reconcile projQ every 50 ms while 24 uploads race,
-    2.4× the quota in all: the listings land between reservations and commits."""
+    """Two gateways on Redis reconcile projQ every 100 ms while 24 uploads race,
+    2.4× the quota in all: the listings land between reservations and commits.
+    (Each listing is two requests, visible and hidden images: a shorter period
+    keeps Glance's one worker too busy to answer the uploads' image lookups.)"""
     quota = 10 * MiB
-    gateways = [gateway(tmp_path, stack, projQ, quota, redis_server, reconcile_seconds=0.05) for _ in range(2)]
+    gateways = [gateway(tmp_path, stack, projQ, quota, redis_server, reconcile_seconds=0.1) for _ in range(2)]
     rng = random.Random(7)
     sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
     token = stack.token("userQ")
@@ -557,12 +586,19 @@ def test_reconciliation_while_uploads_race_lets_nothing_over_the_quota(stack, pr
         with ThreadPoolExecutor(len(sizes) - 1) as pool:
             statuses = list(pool.map(upload, range(1, len(sizes))))
         during = sum(map(reconciliations, gateways)) - before
+        accepted = sum(size for size, status in zip(sizes[1:], statuses) if status == 204)
+        for i, status in enumerate(statuses, 1):
+            if status == 413:
+                stack.assert_untouched(images[i], cut=bool(i % 2))
+        # A reconciliation during the race may count a fresh upload twice (README);
+        # the ones after it, with every upload settled, count what Glance counts.
+        after = sum(map(reconciliations, gateways))
+        wait_until(lambda: sum(map(reconciliations, gateways)) >= after + 4, "reconciliations after the race")
+        assert_usage(stack, projQ, accepted + 1, redis_server)
     finally:
         for gw in gateways:
             stop(gw.proc)
-    accepted = sum(size for size, status in zip(sizes[1:], statuses) if status == 204)
     print(f"\n{during:.0f} reconciliations during the race; accepted {accepted} of {quota} bytes")
     assert during >= 2
     assert set(statuses) == {204, 413}, statuses
     assert accepted <= quota
-    assert glance_usage(stack, projQ) == accepted + 1

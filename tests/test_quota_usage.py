@@ -16,10 +16,11 @@ from policy.quota.reservations import HardQuota
 
 
 class SlowGlance:
-    """Lists `stored` bytes for every project, each listing taking a while."""
+    """Lists `stored` bytes for every project, and `hidden` in a hidden image,
+    each listing taking a while."""
 
-    def __init__(self, stored: int = 0):
-        self.stored, self.running, self.most, self.listed = stored, 0, 0, []
+    def __init__(self, stored: int = 0, hidden: int = 0):
+        self.stored, self.hidden, self.running, self.most, self.listed = stored, hidden, 0, 0, []
 
     async def __call__(self, request: httpx.Request) -> httpx.Response:
         assert request.url.path == "/v2/images"
@@ -27,6 +28,9 @@ class SlowGlance:
         self.most = max(self.most, self.running)
         await asyncio.sleep(0.05)
         self.running -= 1
+        if request.url.params["os_hidden"] == "true":  # Glance lists hidden images only when asked
+            return httpx.Response(200, json={"images": [
+                {"status": "deactivated", "size": self.hidden, "owner": request.url.params["owner"]}]})
         self.listed.append(request.url.params["owner"])
         return httpx.Response(200, json={"images": [
             {"status": "active", "size": self.stored, "owner": request.url.params["owner"]}]})
@@ -73,3 +77,13 @@ def test_concurrent_cold_decisions_of_one_project_share_one_listing_then_none():
     # 60 stored: four reservations of 10 fit, then the limit
     assert sum(hold is not None for hold, _ in first) == 4
     assert later is None and refusal.status == 413
+
+
+def test_hidden_images_count():
+    """Glance's image_size_total counts hidden images, which its list shows only when asked for them."""
+    glance = SlowGlance(stored=60, hidden=30)
+
+    async def go():
+        return await quota(glance, limit=100).reserve("p", 11)
+    hold, refusal = asyncio.run(go())
+    assert hold is None and refusal.status == 413

@@ -93,7 +93,11 @@ end
 local held = live(KEYS[1])
 local mine = held[hold]
 
-if op == 'renew' then
+if op == 'read' then
+  local reserved, holds = 0, 0
+  for _, f in pairs(held) do reserved, holds = reserved + f[1], holds + 1 end
+  return {tonumber(redis.call('GET', KEYS[4]) or '-1'), reserved, holds}
+elseif op == 'renew' then
   if not mine then return 0 end
   redis.call('HSET', KEYS[1], hold, fmt(mine[1], now + lease))
   touch()

@@ -48,6 +48,15 @@ class Grant:
     uploads: int  # the project's reservations before it
 
 
+@dataclass(frozen=True)
+class Reading:
+    """What the ledger holds for an entry, for an operator."""
+
+    usage: int | None  # None: not seeded
+    reserved: int  # held by requests in flight
+    holds: int  # requests in flight
+
+
 class Ledger(ABC):
     def __init__(self, lease_seconds: float, keep_commits_seconds: float):
         self.lease_seconds, self.keep_commits_seconds = lease_seconds, keep_commits_seconds
@@ -94,6 +103,14 @@ class Ledger(ABC):
     async def adjust(self, project: str, delta: int) -> None:
         """Glance stores `delta` bytes more (or fewer) for the project, outside
         any reservation. An increase is logged like a commit."""
+
+    @abstractmethod
+    async def read(self, project: str) -> Reading:
+        """Usage and reservations now, changing nothing."""
+
+    async def entries(self) -> list[str]:
+        """Every entry the ledger holds usage for."""
+        return []
 
     async def claim(self, project: str, seconds: float) -> bool:
         """The right to reconcile the project for `seconds`: one gateway at a time."""
@@ -212,6 +229,10 @@ class MemoryLedger(Ledger):
             p.log(delta, self._clock() + self.keep_commits_seconds)
         elif p.stored is not None:
             p.stored = max(0, p.stored + delta)
+
+    async def read(self, project) -> Reading:
+        p = self._project(project)
+        return Reading(p.stored, sum(b for b, _ in p.held.values()), len(p.held))
 
     async def forget(self, project) -> None:
         if not self._project(project).held:

@@ -1,6 +1,8 @@
-"""Each project's byte limit: from config.toml, or from Keystone's unified
-limits (`image_size_total` of the image service, in MiB, as Glance reads it:
-the project's limit, else the registered default). -1 means unlimited in both."""
+"""Each project's limits: from config.toml, or from Keystone's unified limits
+of the image service, as Glance reads them (oslo.limit): the project's limit,
+else the registered default, in the gateway's region (`quota.region`, the
+region of Glance's own [oslo_limit] endpoint); a limit of another region is
+never taken. Sizes are in MiB there. -1 means unlimited in both."""
 
 from __future__ import annotations
 
@@ -11,10 +13,11 @@ from cachetools import TTLCache
 
 from policy import http
 from policy.config import UNLIMITED, Quota
+from policy.decision import BYTES_STAGED, BYTES_STORED
 from policy.exceptions import Unavailable
 
 MiB = 1024 * 1024
-RESOURCE = "image_size_total"
+IN_MIB = frozenset({BYTES_STORED, BYTES_STAGED})  # the other resources are counts
 
 
 class Limits:
@@ -27,24 +30,26 @@ class Limits:
         self._cache: TTLCache = TTLCache(maxsize=10_000, ttl=quota.limits_cache_seconds)
         self._service_id: str | None = None
 
-    async def limit_for(self, project: str) -> int:
-        """Bytes the project may store, UNLIMITED (-1) for no limit."""
+    async def limit_for(self, project: str, resource: str = BYTES_STORED) -> int:
+        """The project's limit of the resource (bytes or a count), UNLIMITED (-1) for none."""
         if not self._keystone:
-            return self.quota.limit_for(project)
-        if project not in self._cache:
-            self._cache[project] = await self._unified_limit(project)
-        return self._cache[project]
+            return self.quota.limit_for(project, resource)
+        if (project, resource) not in self._cache:
+            self._cache[project, resource] = await self._unified_limit(project, resource)
+        return self._cache[project, resource]
 
-    async def _unified_limit(self, project: str) -> int:
+    async def _unified_limit(self, project: str, resource: str) -> int:
         service = await self._image_service()
-        query = {"service_id": service, "resource_name": RESOURCE}
+        query = {"service_id": service, "resource_name": resource}
         for path, params in (("/v3/limits", {**query, "project_id": project}), ("/v3/registered_limits", query)):
-            found = (await self._get(path, params))[path.rsplit("/", 1)[1]]
+            key = path.rsplit("/", 1)[1]
+            # Keystone cannot filter on "no region": every region's come, this one's is taken.
+            found = [x for x in (await self._get(path, params))[key] if (x.get("region_id") or "") == self.quota.region]
             if found:
-                mib = found[0]["resource_limit" if path == "/v3/limits" else "default_limit"]
-                return UNLIMITED if mib == UNLIMITED else mib * MiB
+                value = found[0]["resource_limit" if key == "limits" else "default_limit"]
+                return value * MiB if resource in IN_MIB and value != UNLIMITED else value
         # Nothing registered in Keystone: config.toml's limit applies.
-        return self.quota.limit_for(project)
+        return self.quota.limit_for(project, resource)
 
     async def _image_service(self) -> str:
         if self._service_id is None:

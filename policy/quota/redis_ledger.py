@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError, RedisError
 from policy import redis_client
 from policy.config import UNLIMITED
 from policy.exceptions import Unavailable
-from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded
+from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Reading, Unseeded
 
 SCRIPT = (Path(__file__).parent / "ledger.lua").read_text()
 LEASE_RAN_OUT, UNSEEDED = -1, -2
@@ -131,6 +131,17 @@ class RedisLedger(Ledger):
 
     async def adjust(self, project, delta) -> None:
         await self._call("adjust", project, str(uuid.uuid4()), delta)
+
+    async def read(self, project) -> Reading:
+        usage, reserved, holds = await self._call("read", project)
+        return Reading(None if usage < 0 else usage, reserved, holds)
+
+    async def entries(self) -> list[str]:
+        try:
+            return sorted([k.decode()[len("glance-gate:quota:{"):-len("}:usage")]
+                           async for k in self._redis.scan_iter(match="glance-gate:quota:{*}:usage", count=1000)])
+        except (RedisError, OSError) as e:
+            raise Unavailable("redis", f"{type(e).__name__}: {e}") from None
 
     async def claim(self, project, seconds) -> bool:
         try:

@@ -162,8 +162,30 @@ def ensure_endpoints(stype, sname, url):
     return svc["id"]
 
 
-ensure_endpoints("image", "glance", E["GATEWAY_URL"])
+image_service = ensure_endpoints("image", "glance", E["GATEWAY_URL"])
 ensure_endpoints("identity", "keystone", KEYSTONE)
+
+# Keystone unified limits for Glance's use_keystone_limits: Glance's oslo_limit
+# reads every project's limits with the glance user, which needs a system-scoped
+# reader role (a project-scoped token lists only its own project's limits).
+_, _, hdrs = call("POST", "/auth/tokens?nocatalog", body={"auth": {
+    "identity": {"methods": ["password"], "password": {"user": {
+        "name": "admin", "domain": {"id": DOMAIN}, "password": "admin-secret"}}},
+    "scope": {"system": {"all": True}}}})
+SYSTEM = hdrs["X-Subject-Token"]  # limits and system grants are system-scoped (enforce_scope)
+call("PUT", f"/system/users/{user_ids['glance']}/roles/{role_ids['reader']}", token=SYSTEM)
+# Registered defaults for Glance's four resources, generous so that Glance's own
+# soft checks never decide a test; tests set a project's own limit where they need one.
+GLANCE_LIMITS = {"image_size_total": 1024 * 1024, "image_stage_total": 1024 * 1024,  # MiB
+                 "image_count_total": 100_000, "image_count_uploading": 1000}
+# In the region, as oslo_limit looks them up for Glance's endpoint.
+_, js, _ = call("GET", f"/registered_limits?service_id={image_service}&region_id={REGION}", token=SYSTEM)
+have = {r["resource_name"] for r in js["registered_limits"]}
+missing = [{"service_id": image_service, "region_id": REGION, "resource_name": name, "default_limit": value}
+           for name, value in GLANCE_LIMITS.items() if name not in have]
+if missing:
+    call("POST", "/registered_limits", token=SYSTEM, body={"registered_limits": missing})
+    log(f"registered limits {', '.join(r['resource_name'] for r in missing)}")
 
 users_out = {}
 for name, (password, project, roles) in USERS.items():
