@@ -43,6 +43,8 @@ def test_hidden_images_count(stack, projQ, tmp_path, redis_server):  # noqa: F81
         assert_refusal(r, 413, "quota")
         stack.assert_untouched(hidden[1])
         assert_usage(stack, projQ, PART, redis_server)
+        # Glance's own GET /v2/info/usage agrees, in the whole MiB it reports
+        assert stack.info_usage("userQ")["image_size_total"]["usage"] == PART // MiB
     finally:
         stop(gw.proc)
 
