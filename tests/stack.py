@@ -123,8 +123,9 @@ class Stack:
         return {p: tuple(v) for p, v in json.loads(run.stdout).items()}
 
     def info_usage(self, user: str) -> dict:
-        """GET /v2/info/usage for the user's project, from Glance: {resource: {usage, limit}}."""
-        r = self.http.get(f"{self.glance}/v2/info/usage", headers={"X-Auth-Token": self.token(user)})
+        """GET /v2/info/usage for the user's project, from the cloud's Glance with
+        Keystone limits: {resource: {usage (MiB for sizes), limit}}."""
+        r = self.http.get(f"{self.cloud['glance_limits_url']}/v2/info/usage", headers={"X-Auth-Token": self.token(user)})
         assert r.status_code == 200, r.text
         return r.json()["usage"]
 

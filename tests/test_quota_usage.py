@@ -12,7 +12,7 @@ from policy.config import Quota
 from policy.glance import GlanceClient, TokenCredentials
 from policy.quota.ledger import MemoryLedger
 from policy.quota.limits import Limits
-from policy.quota.reservations import HardQuota
+from policy.quota.reservations import Change, HardQuota
 
 
 class SlowGlance:
@@ -87,3 +87,32 @@ def test_hidden_images_count():
         return await quota(glance, limit=100).reserve("p", 11)
     hold, refusal = asyncio.run(go())
     assert hold is None and refusal.status == 413
+
+
+def test_a_location_add_is_refused_under_a_limit_or_counted_once_glances_task_lets_go():
+    """Glance answers a location add 202 and adds it in a task that holds the
+    image's os_glance_import_task lock: the gateway counts it once the lock is gone."""
+    added = {"owner": "p", "status": "active", "size": 50, "stores": "web"}
+    images = iter([{"owner": "p", "status": "queued", "size": None}]
+                  + [{**added, "status": "importing", "stores": "", "os_glance_import_task": "t"}] * 3)
+
+    async def glance(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/v2/images":
+            return httpx.Response(200, json={"images": []})
+        return httpx.Response(200, json=next(images, added))
+
+    async def go():
+        conf = Quota(default_bytes=100, location_add="allow")
+        client = GlanceClient("http://glance", TokenCredentials(ServiceLogin(), frozenset({"admin"})), 5,
+                              client=httpx.AsyncClient(transport=httpx.MockTransport(glance)))
+        q = HardQuota(conf, Limits(conf), client, MemoryLedger(30, 600))
+        refused = await HardQuota(Quota(default_bytes=100), Limits(conf), client, q.ledger).location_add(
+            Change("i", ("p", 0)))
+        change = await q.changing("i")
+        assert await q.location_add(change) is None
+        await q.reserve("p", 10)  # seeds p: nothing stored yet
+        await q.follow(change, poll_seconds=0)
+        return refused, await q.reserve("p", 51)
+    refused, (hold, refusal) = asyncio.run(go())
+    assert (refused.status, refused.reason) == (413, "quota")
+    assert hold is None and refusal.status == 413  # 50 counted, 10 reserved: 51 more does not fit

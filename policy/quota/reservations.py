@@ -196,9 +196,13 @@ class HardQuota:
             return None
         if change is None:
             return rules.unavailable("glance", "the image could not be read before its location was added")
-        if change.before is None or await self.limits.limit_for(change.before[0]) == UNLIMITED:
-            return None  # no such image (Glance answers 404), or no byte limit
-        return rules.unknown_size_location()
+        if change.before is None:
+            return None  # no such image: Glance answers 404
+        try:
+            limit = await self.limits.limit_for(change.before[0])
+        except Unavailable as e:
+            return rules.unavailable(e.dependency, e.detail, e.reason)
+        return None if limit == UNLIMITED else rules.unknown_size_location()
 
     async def follow(self, change: Change, poll_seconds: float = 0.5) -> None:
         """After Glance accepted a change that its task makes in the background

@@ -202,6 +202,7 @@ cloud = {
     "auth_url": V3,
     "keystone_root": KEYSTONE,
     "glance_url": E["GLANCE_URL"],
+    "glance_limits_url": E["GLANCE_LIMITS_URL"],  # the same Glance with use_keystone_limits: GET /v2/info/usage
     "gateway_url": E["GATEWAY_URL"],
     "region": REGION,
     "state_dir": state,
