@@ -170,8 +170,9 @@ def test_audit_trail_answers_who_uploaded_what(stack, observed, traffic):
     records = [r for r in gw.audit() if r["route"] == "upload"]
     assert Counter(r["status"] for r in records) == traffic - Counter({503: traffic[503]})
     ok = [r for r in records if r["status"] == 204]
-    assert {r["user_id"] for r in ok} == {stack.user("userA")["user_id"]}
-    assert all(r["image_owner"] == stack.user("userA")["project_id"] for r in ok)
+    assert {r["user_id"] for r in ok} == {stack.user("userA")["user_id"], stack.user("userB")["user_id"]}
+    assert all(r["image_owner"] == stack.user("userA" if r["user_id"] == stack.user("userA")["user_id"] else "userB")
+               ["project_id"] for r in ok)
     cut = [r for r in records if r["status"] == 413 and r["bytes_declared"] is None]
     assert len(cut) == 1 and 0 < cut[0]["bytes_transferred"] <= QUOTA + MiB
     assert not any(stack.token("userA") in json.dumps(r) for r in records)
