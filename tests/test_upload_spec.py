@@ -1,6 +1,8 @@
 """Every row of the spec's status table, end to end: a real HTTP client, the
 gateway, real Keystone and real Glance. After each refusal, Glance's image is
-checked to be untouched."""
+checked to be untouched. One case of each refusal, over plain HTTP and HTTPS,
+is in test_answers.py; these are the rest: the variants of a rule, and what
+Glance answers to an allowed upload."""
 
 from __future__ import annotations
 
@@ -62,13 +64,6 @@ def test_400_image_id_not_a_uuid(stack, gw_http, image_id):
     assert_refusal(put(gw_http, image_id, stack.token("userA")), 400, "uuid")
 
 
-def test_400_formats_not_set(stack, gw_http):
-    image_id = stack.create_image(formats=False)
-    assert_refusal(put(gw_http, image_id, stack.token("userA")), 400, "disk_format")
-    stack.assert_untouched(image_id)
-
-
-@pytest.mark.parametrize("token", [None, "", "garbage-token", "gAAAAAB" + "x" * 180])
 def test_401_missing_or_invalid_token(stack, gw_http, token):
     image_id = stack.create_image()
     r = put(gw_http, image_id, token)
@@ -97,30 +92,10 @@ def test_401_revoked_token_after_cache(stack, gw_http):
     stack.assert_untouched(image_id)
 
 
-def test_403_member_not_owner(stack, gw_http):
-    image_id = stack.create_image(visibility="shared")
-    r = stack.http.post(f"{stack.glance}/v2/images/{image_id}/members",
-                        json={"member": stack.user("userB")["project_id"]},
-                        headers={"X-Auth-Token": stack.token("userA")})
-    assert r.status_code == 200, r.text
-    assert_refusal(put(gw_http, image_id, stack.token("userB")), 403, "owner")
-    stack.assert_untouched(image_id)
-
-
 def test_admin_may_upload_into_another_projects_image(stack, gw_http):
     image_id = stack.create_image()
     assert put(gw_http, image_id, stack.token("admin")).status_code == 204
     assert stack.image(image_id)["status"] == "active"
-
-
-def test_404_nonexistent_image(stack, gw_http):
-    assert_refusal(put(gw_http, str(uuid.uuid4()), stack.token("userA")), 404, "no image")
-
-
-def test_404_other_projects_private_image(stack, gw_http):
-    image_id = stack.create_image()
-    assert_refusal(put(gw_http, image_id, stack.token("userB")), 404, "no image")
-    stack.assert_untouched(image_id)
 
 
 def test_404_deleted_image(stack, gw_http):
@@ -129,26 +104,10 @@ def test_404_deleted_image(stack, gw_http):
     assert_refusal(put(gw_http, image_id, stack.token("userA")), 404, "no image")
 
 
-def test_409_image_not_queued(stack, gw_http):
-    image_id = stack.create_image()
-    token = stack.token("userA")
-    assert put(gw_http, image_id, token, b"first").status_code == 204
-    assert_refusal(put(gw_http, image_id, token, b"second upload"), 409, "queued")
-    image = stack.image(image_id)
-    assert (image["status"], image["size"]) == ("active", 5)
-
-
 def test_410_image_deleted_during_upload_passes_through(stack, gw_http):
     image_id = stack.create_image()
     r = put(gw_http, image_id, stack.token("userA"), stack.body_deleting_image_midway(image_id))
     assert r.status_code == 410, r.text
-
-
-def test_413_declared_size_over_quota(stack, gw_http):
-    image_id = stack.create_image(user="userB")
-    r = put(gw_http, image_id, stack.token("userB"), b"x" * (QUOTA_B + 1))
-    assert_refusal(r, 413, "quota")
-    stack.assert_untouched(image_id)
 
 
 def test_413_chunked_upload_cut_when_it_crosses_the_quota(stack, gw_http):
@@ -176,12 +135,6 @@ def test_415_content_type(stack, gw_http):
     stack.assert_untouched(image_id)
 
 
-def test_500_empty_body(stack, gw_http):
-    image_id = stack.create_image()
-    assert_refusal(put(gw_http, image_id, stack.token("userA"), b""), 500, "empty")
-    stack.assert_untouched(image_id)
-
-
 def test_500_empty_chunked_body_never_completes_at_glance(stack, gw_http):
     token = stack.token("userA")
     images = [stack.create_image() for _ in range(10)]
@@ -197,17 +150,6 @@ def test_503_glance_unreachable(stack, tmp_path):
         assert_refusal(r, 503, "glance")
     finally:
         stop(gw.proc)
-
-
-def test_503_keystone_unreachable_fails_closed(stack, tmp_path):
-    image_id = stack.create_image()
-    gw = start_gateway(tmp_path, stack, keystone=f"http://127.0.0.1:{free_port()}")
-    try:
-        r = put(httpx.Client(base_url=gw.url), image_id, stack.token("userA"))
-        assert_refusal(r, 503, "keystone")
-    finally:
-        stop(gw.proc)
-    stack.assert_untouched(image_id)
 
 
 def test_stage_gets_the_same_policy(stack, gw_http):
