@@ -64,6 +64,7 @@ def test_400_image_id_not_a_uuid(stack, gw_http, image_id):
     assert_refusal(put(gw_http, image_id, stack.token("userA")), 400, "uuid")
 
 
+@pytest.mark.parametrize("token", [None, "", "garbage-token", "gAAAAAB" + "x" * 180])
 def test_401_missing_or_invalid_token(stack, gw_http, token):
     image_id = stack.create_image()
     r = put(gw_http, image_id, token)
