@@ -24,6 +24,7 @@ import pytest
 from tests.conftest import QUOTA_B
 from tests.stack import (Gateway, Stack, free_port, put_head, read_all, start_gateway, stop, tls_files,
                          tls_settings)
+from tests.test_quota import projQ  # noqa: F401
 from tests.test_upload_spec import assert_refusal, put
 from tests.tls_relay import TlsRelay
 
@@ -151,6 +152,40 @@ def test_413_declared_size_over_quota(stack, client):
     image_id = stack.create_image(user="userB")
     assert_refusal(put(client, image_id, stack.token("userB"), b"x" * (QUOTA_B + 1)), 413, "quota")
     stack.assert_untouched(image_id)
+
+
+def test_400_ambiguous(stack, client):
+    """A path Glance and a lenient WSGI stack could route apart (a trailing
+    slash): refused, not guessed."""
+    image_id = stack.create_image()
+    r = client.put(f"/v2/images/{image_id}/file/", content=b"x" * 1024,
+                   headers={"Content-Type": "application/octet-stream", "X-Auth-Token": stack.token("userA")})
+    assert_refusal(r, 400, "other than the gateway reads it")
+    stack.assert_untouched(image_id)
+
+
+def test_413_image_count(stack, front, gateways, tmp_path, projQ):
+    """projQ owns one image of max_images = 1: the create is refused, none made."""
+    stack.create_image(user="userQ")
+    gateways.append(gw := front.start(tmp_path, stack, quota_settings={"max_images": 1}))
+    with front.client(gw) as c:
+        r = c.post("/v2/images", json={"name": "one-too-many", "disk_format": "raw", "container_format": "bare"},
+                   headers={"X-Auth-Token": stack.token("userQ")})
+    assert_refusal(r, 413, "image_count_total")
+    images = stack.http.get(f"{stack.glance}/v2/images", params={"owner": projQ},
+                            headers={"X-Auth-Token": stack.token("admin")}).json()["images"]
+    assert len(images) == 1, images
+
+
+def test_413_staging(stack, front, gateways, tmp_path, projQ):
+    """2 MiB staged into stage_bytes = 1 MiB: refused before the body, nothing staged."""
+    image_id = stack.create_image(user="userQ")
+    gateways.append(gw := front.start(tmp_path, stack, quota_settings={"stage_bytes": MiB}))
+    with front.client(gw) as c:
+        assert_refusal(put(c, image_id, stack.token("userQ"), os.urandom(2 * MiB), route="stage"),
+                       413, "image_stage_total")
+    stack.assert_untouched(image_id)
+    assert stack.glance_usage(projQ)[projQ][1] == 0
 
 
 # ------------------------------------------------------ cuts mid-stream ----
