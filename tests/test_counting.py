@@ -9,23 +9,26 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import httpx
 import pytest
 
 from tests.stack import Stack, stop, wait_until
+from tests.test_faults import Glance
 from tests.test_quota import MiB, assert_usage, gateway, ledger_usage, projQ, redis_module, redis_server  # noqa: F401
 from tests.test_upload_spec import assert_refusal, put
 
 PART = 6 * MiB // 10  # three of them are 1.8 MiB, under a 1 MiB quota only one fits
 
 
-def seeded_elsewhere(stack: Stack, tmp_path, project: str, image_id: str) -> None:
+def seeded_elsewhere(stack: Stack, tmp_path, project: str, image_id: str, upstream: str | None = None) -> None:
     """One upload through a gateway of its own, so that the gateway under test
     learns of it by its first listing of the project, as after any restart."""
-    gw = gateway(tmp_path, stack, project, MiB)
+    gw = gateway(tmp_path, stack, project, MiB, upstream=upstream)
     try:
         assert put(httpx.Client(base_url=gw.url, timeout=60), image_id, stack.token("userQ"),
                    os.urandom(PART)).status_code == 204
@@ -49,14 +52,33 @@ def test_hidden_images_count(stack, projQ, tmp_path, redis_server):  # noqa: F81
         stop(gw.proc)
 
 
-def test_deactivated_images_count(stack, projQ, tmp_path, redis_server):  # noqa: F811
+@pytest.fixture(params=["multi-store", "single-store"])
+def glance_url(request, stack, tmp_path) -> str:
+    """The cloud's Glance (several stores: an image lists its `stores`), or a
+    single-store Glance of our own on the same database, whose images list
+    neither `stores` nor `locations`: the gateway counts them by their state."""
+    if request.param == "multi-store":
+        return stack.glance
+    conf = (Path(stack.cloud["glance_config_dir"]) / "glance-api.conf").read_text()
+    conf = re.sub(r"^enabled_backends = .*$", "", conf, flags=re.M)
+    conf = conf.replace("[glance_store]\ndefault_backend = fs\n",
+                        f"[glance_store]\nstores = file\ndefault_store = file\n"
+                        f"filesystem_store_datadir = {tmp_path / 'images'}\n")
+    (tmp_path / "glance-api.conf").write_text(conf)
+    glance = Glance(stack, tmp_path / "glance.log", config_dir=str(tmp_path))
+    glance.start()
+    request.addfinalizer(glance.kill)
+    return glance.url
+
+
+def test_deactivated_images_count(stack, projQ, tmp_path, redis_server, glance_url):  # noqa: F811
     """Finding 5: deactivate, let the gateway list the project, upload again, reactivate."""
     stored, other = stack.create_image(user="userQ"), stack.create_image(user="userQ")
-    seeded_elsewhere(stack, tmp_path, projQ, stored)
+    seeded_elsewhere(stack, tmp_path, projQ, stored, upstream=glance_url)
     admin = {"X-Auth-Token": stack.token("admin")}
     actions = f"{stack.glance}/v2/images/{stored}/actions"
     assert stack.http.post(f"{actions}/deactivate", headers=admin).status_code == 204
-    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
+    gw = gateway(tmp_path, stack, projQ, MiB, redis_server, upstream=glance_url)
     try:
         r = put(httpx.Client(base_url=gw.url, timeout=60), other, stack.token("userQ"), os.urandom(PART))
         assert_refusal(r, 413, "quota")

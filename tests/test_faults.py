@@ -125,11 +125,13 @@ def test_stalled_upload_body_is_cut(stack, tmp_path):
 
 
 class Glance:
-    """A Glance of our own, sharing the cloud's config, database and store (as
-    scripts/cloud starts it), on a free port: killing it spares the shared one."""
+    """A Glance of our own, sharing the cloud's config (or `config_dir`'s),
+    database and store (as scripts/cloud starts it), on a free port: killing it
+    spares the shared one."""
 
-    def __init__(self, stack: Stack, log: Path):
+    def __init__(self, stack: Stack, log: Path, config_dir: str | None = None):
         self.stack, self.log = stack, log
+        self.config_dir = config_dir or stack.cloud["glance_config_dir"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc: subprocess.Popen | None = None
@@ -140,7 +142,7 @@ class Glance:
             [str(gunicorn), "--bind", f"127.0.0.1:{self.port}", "-w", "1", "-k", "gthread", "--threads", "4",
              "--timeout", "600", "--no-control-socket", "--chdir", str(REPO / "scripts" / "cloud.d"),
              "glance_wsgi:application"],
-            env={**os.environ, "OS_GLANCE_CONFIG_DIR": self.stack.cloud["glance_config_dir"]},
+            env={**os.environ, "OS_GLANCE_CONFIG_DIR": self.config_dir},
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
         wait_port(self.port, self.proc, self.log, timeout=60)
 

@@ -76,12 +76,12 @@ def assert_usage(stack: Stack, project: str, expected: int, server: RedisServer 
         assert held == expected, f"the ledger holds {held} bytes for {project}, Glance stores {expected}"
 
 
-def gateway(tmp, stack, project, limit, ledger=None, gateway_settings=None, **settings):
+def gateway(tmp, stack, project, limit, ledger=None, gateway_settings=None, upstream=None, **settings):
     quota_settings = {"chunk_bytes": MiB, "lease_seconds": LEASE, **settings}
     if ledger:
         quota_settings.update(ledger="redis", redis_url=ledger.url)
     return start_gateway(tmp, stack, quota={project: limit}, quota_settings=quota_settings,
-                         gateway_settings=gateway_settings)
+                         gateway_settings=gateway_settings, upstream=upstream)
 
 
 def chunks(size: int, part: int = 64 * 1024):
