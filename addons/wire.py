@@ -37,9 +37,9 @@ from mitmproxy import connection, ctx, http
 from mitmproxy.connection import Server
 from mitmproxy.proxy import mode_servers, server_hooks
 from mitmproxy.net.http.http1 import assemble_response
-from mitmproxy.proxy import commands, layer
+from mitmproxy.proxy import commands, events, layer
 from mitmproxy.proxy.layers import http as http_layer
-from mitmproxy.proxy.layers.tls import ClientTLSLayer
+from mitmproxy.proxy.layers.tls import TLSLayer
 from mitmproxy.proxy.layers.http import _http1
 from mitmproxy.proxy.layers.http._base import ReceiveHttp
 from mitmproxy.proxy.layers.http._events import (ErrorCode, RequestEndOfMessage, RequestHeaders,
@@ -98,14 +98,19 @@ def raw_response(status: int, headers: dict[str, str], body: bytes) -> bytes:
     return assemble_response(http.Response.make(status, body, headers))
 
 
-def _client_tls(handler, client: connection.Client) -> SSL.Connection | None:
-    """The OpenSSL connection of the client's TLS layer, found down the
-    handler's layer stack (NextLayer holds `.layer`, the others `.child_layer`)."""
-    node = handler.layer if handler else None
-    while node is not None:
-        if isinstance(node, ClientTLSLayer) and node.conn is client:
-            return node.tls
-        node = node.layer if isinstance(node, layer.NextLayer) else getattr(node, "child_layer", None)
+def _tls_of(handler, conn: connection.Connection) -> SSL.Connection | None:
+    """The OpenSSL connection of `conn`'s TLS layer, found down the handler's
+    layer stack (NextLayer holds `.layer`, the others `.child_layer`), and in
+    the HTTP layer's stacks of the upstream connections it opened itself."""
+    todo = [handler.layer] if handler else []
+    while todo:
+        node = todo.pop()
+        while node is not None:
+            if isinstance(node, TLSLayer) and node.conn is conn:
+                return node.tls
+            if isinstance(node, http_layer.HttpLayer) and (opened := node.connections.get(conn)) is not None:
+                todo.append(opened)
+            node = node.layer if isinstance(node, layer.NextLayer) else getattr(node, "child_layer", None)
     return None
 
 
@@ -136,7 +141,7 @@ def _answer(flow: http.HTTPFlow, status: int, headers: dict[str, str], body: byt
         return
     data = raw_response(status, headers, body)
     if flow.client_conn.tls:
-        if (tls := _client_tls(handler, flow.client_conn)) is None:
+        if (tls := _tls_of(handler, flow.client_conn)) is None:
             return  # no session to seal it with: the close alone is the answer, never plaintext
         data = _sealed(tls, data)
     io.writer.transport.write(data)
@@ -343,7 +348,8 @@ def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
 
     async def read_or_pump(n: int = -1) -> bytes:  # mitmproxy's loop asks for 65535
         # Only between mitmproxy's events, with nothing read and not yet parsed:
-        # the body reader's count is then exactly what is still in the socket.
+        # the body reader's count is then exactly what is still in the socket
+        # (over TLS, and in the upstream session).
         if (pumped := _pumps.get(server)) and pumped.body is not None and not reader._buffer:
             del _pumps[server]
             if not await pumped.run(handler, transports.get(server), transports.get(data.client)):
@@ -357,11 +363,14 @@ def bulk_reads(data: server_hooks.ServerConnectionHookData) -> None:
 
 # The pump. A response body of known length that nothing inspects is moved
 # from Glance's socket to the client's by the gateway itself, large reads
-# straight into one buffer, instead of through mitmproxy's layers. mitmproxy
-# sent the head; it reads the last PUMP_TAIL bytes itself, so the end of the
-# message (keep-alive, the `response` hook, metrics, a drain's close) is its
-# own as before. Anything that fails mid-body aborts both connections: the
-# client gets a short body, never a complete-looking one.
+# straight into one buffer, instead of through mitmproxy's layers. On a TLS leg
+# it goes through that leg's own OpenSSL session (as `_answer` seals), so the
+# TLS state stays the layer's. mitmproxy sent the head; it reads the last
+# PUMP_TAIL bytes itself (over TLS, also what the session decrypted past the
+# pump's share, handed to its TLS layer), so the end of the message
+# (keep-alive, the `response` hook, metrics, a drain's close) is its own as
+# before. Anything that fails mid-body aborts both connections: the client gets
+# a short body, never a complete-looking one.
 PUMP = "glance_gate_pump"  # flow.metadata: the addon hands the response body to the pump
 PUMP_TAIL = 64 * 1024
 # SO_RCVLOWAT: no wake-up for less. Never above the tail, which is always still
@@ -372,18 +381,19 @@ PUMP_LOWAT = PUMP_TAIL
 # the bytes of a trickling Glance then count as activity at once, so the idle
 # timeout cuts a stalled upstream, never a slow one.
 PUMP_SLOW_SECONDS = 0.5
+TLS_RECORD = 16 * 1024  # the most plaintext one record holds: an SSL_read returns no more
+SEALED_READ = 2 * BULK_READ  # more than BULK_READ of plaintext makes, sealed
 
 
 def pump(flow: http.HTTPFlow) -> None:
     """From `responseheaders`: nothing of this response's body is inspected or
-    held, so the pump may move it (if it is plaintext and of known length)."""
+    held, so the pump may move it (if it is of known length)."""
     flow.metadata[PUMP] = True
 
 
 def _pumpable(flow: http.HTTPFlow) -> bool:
     response = flow.response
     return bool(flow.metadata.get(PUMP) and response and response.stream is True
-                and not flow.client_conn.tls and not flow.server_conn.tls
                 and "content-length" in response.headers and "transfer-encoding" not in response.headers)
 
 
@@ -401,31 +411,28 @@ class Pump:
         if left <= 0 or not server_io or not client_io or not isinstance(client_io.writer, asyncio.StreamWriter):
             return True
         server, client = server_io.writer.transport, client_io.writer.transport
-        if server.is_closing() or client.is_closing():
+        upstream_tls = _tls_of(handler, self.flow.server_conn) if self.flow.server_conn.tls else None
+        client_tls = _tls_of(handler, self.flow.client_conn) if self.flow.client_conn.tls else None
+        if (server.is_closing() or client.is_closing() or (self.flow.server_conn.tls and not upstream_tls)
+                or (self.flow.client_conn.tls and not client_tls)):
             return True
-        loop = asyncio.get_running_loop()
         moved, ok, src, dst = 0, True, None, None
         try:
             await _flushed(client_io.writer)  # mitmproxy's head, and any body it sent, go first
             # Own descriptors: asyncio refuses socket calls on one a transport uses.
             src, dst = _dup(server), _dup(client)
             server.pause_reading()
-            src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, PUMP_LOWAT)
-            view, wait = memoryview(bytearray(BULK_READ)), PUMP_SLOW_SECONDS
+            if client_tls:
+                client.pause_reading()  # mitmproxy's layer uses the session only once the pump is done
+            legs = _Legs(src, dst, upstream_tls, client_tls)
             while moved < left and not (server.is_closing() or client.is_closing()):
-                into = view[:min(BULK_READ, left - moved)]
-                try:
-                    n = await asyncio.wait_for(loop.sock_recv_into(src, into), wait)
-                except TimeoutError:
-                    src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
-                    wait = None
-                    continue
-                if not n:
+                n = await legs.move(left - moved)
+                if n is None:
                     break  # Glance closed early: mitmproxy reads the EOF, the body is short
-                await loop.sock_sendall(dst, into[:n])
-                moved += n
-                handler.timeout_watchdog.register_activity()
-        except OSError:
+                if n:
+                    moved += n
+                    handler.timeout_watchdog.register_activity()
+        except (OSError, SSL.Error):
             ok = False
         finally:
             self.body._remaining -= moved
@@ -436,9 +443,73 @@ class Pump:
             if not ok:
                 server.abort()
                 client.abort()
-            elif not server.is_closing():
-                server.resume_reading()
+            else:
+                for transport in (server, client):
+                    if not transport.is_closing():
+                        transport.resume_reading()
+        if ok and upstream_tls and not server.is_closing():
+            # What the session decrypted past the pump's share: mitmproxy's TLS layer takes it.
+            await handler.server_event(events.DataReceived(self.flow.server_conn, b""))
         return ok
+
+
+class _Legs:
+    """Reads the body's plaintext from Glance's socket (decrypted by the
+    upstream session when that leg is TLS) and writes it to the client's
+    (sealed by the client's session when that leg is TLS)."""
+
+    def __init__(self, src: socket.socket, dst: socket.socket,
+                 upstream_tls: SSL.Connection | None, client_tls: SSL.Connection | None):
+        self.src, self.dst, self.upstream_tls, self.client_tls = src, dst, upstream_tls, client_tls
+        self.loop = asyncio.get_running_loop()
+        self.plain = memoryview(bytearray(BULK_READ))
+        self.wire = memoryview(bytearray(BULK_READ)) if upstream_tls else self.plain
+        src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, PUMP_LOWAT)
+
+    async def move(self, most: int) -> int | None:
+        """Moves at most `most` bytes of plaintext: how many, 0 when Glance sent
+        nothing for a while, None at its EOF."""
+        if self.upstream_tls is None:
+            if n := await self._recv(min(BULK_READ, most)):
+                await self._send(self.plain[:n])
+            return n
+        n, most = 0, min(BULK_READ, most)
+        while n < most:  # first what the session holds already, then more from the socket
+            try:
+                n += self.upstream_tls.recv_into(self.plain[n:], min(TLS_RECORD, most - n))
+            except SSL.WantReadError:
+                if n:
+                    break
+                if not (read := await self._recv(BULK_READ)):
+                    return read
+                self.upstream_tls.bio_write(self.wire[:read])
+            except SSL.ZeroReturnError:  # close_notify mid-body
+                raise OSError("Glance closed its TLS session mid-body") from None
+        # A reply the session may owe Glance (a key update) waits in its BIO for
+        # mitmproxy's layer, which sends it when it next reads.
+        await self._send(self.plain[:n])
+        return n
+
+    async def _recv(self, size: int) -> int | None:
+        """Bytes read into `wire`: 0 when none came for PUMP_SLOW_SECONDS (then the
+        low-water mark drops for good), None at EOF."""
+        try:
+            return await asyncio.wait_for(self.loop.sock_recv_into(self.src, self.wire[:size]),
+                                          PUMP_SLOW_SECONDS) or None
+        except TimeoutError:
+            self.src.setsockopt(socket.SOL_SOCKET, socket.SO_RCVLOWAT, 1)
+            return 0
+
+    async def _send(self, data: memoryview) -> None:
+        if self.client_tls is None:
+            await self.loop.sock_sendall(self.dst, data)
+            return
+        self.client_tls.sendall(data)
+        while True:  # the records it sealed, from its memory BIO: less than asked for is all
+            records = self.client_tls.bio_read(SEALED_READ)
+            await self.loop.sock_sendall(self.dst, records)
+            if len(records) < SEALED_READ:
+                return
 
 
 _pumps: weakref.WeakKeyDictionary[Server, Pump] = weakref.WeakKeyDictionary()
