@@ -264,10 +264,10 @@ def test_staged_bytes_count_until_the_import_that_consumes_them_ends(stack, proj
 
 def test_no_refusal_while_there_is_room_for_chunked_uploads(stack, projQ, tmp_path, redis_server):
     """Issue 19's race: 8 chunked uploads of 7 MiB, no size declared, at once,
-    over two gateways on one Redis, into 40 MiB of room (1 MiB steps): never a
-    byte over, the ledger equal to Glance, the refused untouched. How much of
-    the room is accepted depends on how the uploads interleave (5 fit: 0.875,
-    and 4: 0.700, were both seen): bench/quota_race.py measures it, over rounds."""
+    over two gateways on one Redis, into 40 MiB of room (1 MiB steps): at least
+    0.75 of the room is accepted (five fit: the ledger's schedule cuts only when
+    every upload is blocked, the least advanced), never a byte over, the ledger
+    equal to Glance, the refused untouched."""
     room, size = 40 * MiB, 7 * MiB
     gateways = [gateway(tmp_path, stack, projQ, room, redis_server) for _ in range(2)]
     token = stack.token("userQ")
@@ -286,7 +286,7 @@ def test_no_refusal_while_there_is_room_for_chunked_uploads(stack, projQ, tmp_pa
     accepted = statuses.count(204) * size
     print(f"\nchunked race: accepted {accepted // MiB} MiB of {room // MiB} MiB room = {accepted / room:.3f}")
     assert set(statuses) <= {204, 413}, statuses
-    assert 0 < accepted <= room
+    assert 0.75 * room <= accepted <= room
     assert glance_usage(stack, projQ) == accepted
     for image_id, status in zip(images, statuses):
         if status == 413:
