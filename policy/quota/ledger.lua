@@ -198,15 +198,14 @@ if mine[3] ~= CUT then
   -- release frees them). Blocked with no move for wait ms: one is.
   local wait = tonumber(ARGV[11])
   while true do
-    local pending, live, victim = false, 0, nil
-    local blocked_n = 0
+    local pending, active, stuck, victim = false, 0, 0, nil
     for h, f in pairs(held) do
       if f[3] == CUT then
         if f[1] > 0 then pending = true end
       else
-        live = live + 1
+        active = active + 1
         if f[3] == BLOCKED then
-          blocked_n = blocked_n + 1
+          stuck = stuck + 1
           local v = victim and held[victim]
           if not v or f[2] < v[2] or (f[2] == v[2] and (f[1] < v[1] or (f[1] == v[1] and h < victim))) then
             victim = h
@@ -215,7 +214,7 @@ if mine[3] ~= CUT then
       end
     end
     if pending or not victim then break end
-    local deadlock = blocked_n == live
+    local deadlock = stuck == active
     if not deadlock and now - tonumber(redis.call('GET', KEYS[5])) < wait then break end
     held[victim][3] = CUT
     moved()
