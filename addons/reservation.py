@@ -48,11 +48,7 @@ class Reservation:
         except Exception:  # the client stays paused: no byte past the grant
             self.failed("Reservation.extend")
             return
-        if self.exchange.finished:
-            return
-        if refusal := self.hold.gave_way:  # the quota's schedule cut it: its bytes go to another
-            self.cut(refusal)
-        else:
+        if not self.exchange.finished:
             wire.release_client(self.flow)
 
     async def _renew(self) -> None:

@@ -310,7 +310,7 @@ class Hold:
     or one image), and its slot among the project's uploads in flight. A body
     of unknown size asks for a step ahead of its end; with no room it goes on
     to its grant's end, then waits, its client paused, for the ledger's
-    schedule to give it room or to choose it to give way (`gave_way`)."""
+    schedule to give it room or to choose it to give way (`_give_way`)."""
 
     def __init__(self, quota: HardQuota, owner: str, resource: str, hold_id: str, limit: int, grant: Grant,
                  incremental: bool, slot: str | None = None):
@@ -322,8 +322,7 @@ class Hold:
         self.transferred = 0
         self.exhausted = not incremental  # a fixed size is granted whole
         self.extending = False
-        self.failure: Decision | None = None  # the ledger failed, or the schedule cut it: no byte past the grant
-        self.gave_way: Decision | None = None  # the schedule cut it: end it now, with this
+        self.failure: Decision | None = None  # the ledger failed: no byte past the grant
         self.would_refuse: Decision | None = None  # dry-run: the quota refusal it passed, the first one
 
     def check(self, transferred: int) -> Decision | None:
@@ -384,13 +383,15 @@ class Hold:
             self.extending = False
 
     async def _give_way(self) -> None:
-        """Cut by the schedule: it needs more than its grant, and gets none."""
-        refusal = rules.quota_exceeded(QuotaFigures(self.resource, self.owner, self.others, self.limit,
-                                                    self.granted + 1))
+        """Chosen by the schedule to give way: it gets no more. Its client goes
+        on to the grant's end (a body that ends within it is stored, the
+        pause having come up to HEADROOM early) and is cut there (check); its
+        bytes stay reserved until then. In dry-run it is let past, as any refusal."""
         if not self.quota.dry_run:
-            self.exhausted, self.failure, self.gave_way = True, refusal, refusal
+            self.exhausted = True
             return
-        self.would_refuse = self.would_refuse or refusal
+        self.would_refuse = self.would_refuse or rules.quota_exceeded(
+            QuotaFigures(self.resource, self.owner, self.others, self.limit, self.granted + 1))
         self.limit = UNLIMITED
         if (grant := await self.quota.ledger.extend(self.entry, self.id, self.step, UNLIMITED)) is not None:
             self.granted += grant.bytes
