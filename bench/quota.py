@@ -27,7 +27,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from policy.config import UNLIMITED  # noqa: E402
 from policy.quota.ledger import Ledger, MemoryLedger, Usage  # noqa: E402
 from policy.quota.redis_ledger import RedisLedger  # noqa: E402
 from policy.quota.reservations import KEEP_COMMITS_SECONDS  # noqa: E402
@@ -40,7 +39,7 @@ async def measure(ledger: Ledger, ops: int) -> dict[str, list[float]]:
     timings: dict[str, list[float]] = {"reserve": [], "commit": []}
     for i in range(ops):
         t0 = time.perf_counter()
-        grant = await ledger.reserve(project, f"h{i}", 1024, 1 << 50, UNLIMITED, partial=False)
+        grant = await ledger.reserve(project, f"h{i}", 1024, 1 << 50, partial=False)
         t1 = time.perf_counter()
         await ledger.commit(project, f"h{i}", 1024)
         t2 = time.perf_counter()

@@ -16,7 +16,6 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from policy.config import UNLIMITED
 from policy.exceptions import Unavailable
 from policy.quota.ledger import Usage
 from policy.quota.redis_ledger import RedisLedger
@@ -163,13 +162,13 @@ def test_a_commit_during_the_failover_lands_on_the_new_primary_once(sentinels):
         ledger = RedisLedger(sentinels.url, 1, lease_seconds=30, keep_commits_seconds=60)
         p = f"p-{uuid.uuid4()}"
         await ledger.seed(p, Usage(0, await ledger.generation(p)), overwrite=False)
-        assert (await ledger.reserve(p, "h", 100, 1000, UNLIMITED, partial=False)).bytes == 100
+        assert (await ledger.reserve(p, "h", 100, 1000, partial=False)).bytes == 100
         doomed.proc.send_signal(signal.SIGKILL)
         started = time.monotonic()
         await ledger.commit(p, "h", 100)
         took = time.monotonic() - started
         await ledger.commit(p, "h", 100)
-        after = await ledger.reserve(p, "i", 901, 1000, UNLIMITED, partial=False)
+        after = await ledger.reserve(p, "i", 901, 1000, partial=False)
         await ledger.close()
         return p, took, after
 
@@ -199,7 +198,7 @@ def test_a_reservation_no_replica_holds_is_refused_so_a_failover_cannot_lose_it(
         try:
             doomed.cli("CLIENT", "KILL", "TYPE", "replica")  # the stream to them ends here
             with pytest.raises(Unavailable, match="no replica acknowledged"):
-                await ledger.reserve(p, "a", 900, 1000, UNLIMITED, partial=False)
+                await ledger.reserve(p, "a", 900, 1000, partial=False)
             doomed.proc.send_signal(signal.SIGKILL)
         finally:
             for replica in replicas:
@@ -207,7 +206,7 @@ def test_a_reservation_no_replica_holds_is_refused_so_a_failover_cannot_lose_it(
         deadline = time.monotonic() + RECOVERY_BOUND_SECONDS
         while True:
             try:
-                grant = await ledger.reserve(p, "b", 900, 1000, UNLIMITED, partial=False)
+                grant = await ledger.reserve(p, "b", 900, 1000, partial=False)
                 break
             except Unavailable:
                 assert time.monotonic() < deadline, "no new primary"

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError, RedisError
 from policy import redis_client
 from policy.config import UNLIMITED
 from policy.exceptions import Unavailable
-from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Reading, Unseeded
+from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Reading, Turn, Unseeded
 
 SCRIPT = (Path(__file__).parent / "ledger.lua").read_text()
 LEASE_RAN_OUT, UNSEEDED = -1, -2
@@ -41,10 +41,12 @@ class RedisLedger(Ledger):
         return f"glance-gate:quota:{{{project}}}:{name}"
 
     async def _call(self, op: str, project: str, hold: str = "", amount: int = 0, generation: int = 0,
-                    limit: int = UNLIMITED, max_uploads: int = UNLIMITED, flag: bool = False):
-        keys = [self._key(project, name) for name in ("held", "committed", "generation", "usage")]
-        args = [op, hold, amount, generation, limit, max_uploads, int(flag),
-                int(self.lease_seconds * 1000), int(self.keep_commits_seconds * 1000), IDLE_SECONDS * 1000]
+                    limit: int = UNLIMITED, streamed: int = 0, flag: bool = False, wait_seconds: float = 0,
+                    first: bool = False):
+        keys = [self._key(project, name) for name in ("held", "committed", "generation", "usage", "moved")]
+        args = [op, hold, amount, generation, limit, streamed, int(flag),
+                int(self.lease_seconds * 1000), int(self.keep_commits_seconds * 1000), IDLE_SECONDS * 1000,
+                int(wait_seconds * 1000), int(first)]
         try:
             if self._replicas and op not in READS:
                 return await self._replicated(keys, args)
@@ -99,17 +101,23 @@ class RedisLedger(Ledger):
             raise Unseeded
         return None if granted == LEASE_RAN_OUT else Grant(granted, used, uploads)
 
-    async def reserve(self, project, hold, amount, limit, max_uploads, partial) -> Grant:
-        grant = await self._grant("reserve", project, hold, amount, limit=limit, max_uploads=max_uploads,
-                                  flag=partial)
+    async def reserve(self, project, hold, amount, limit, partial) -> Grant:
+        grant = await self._grant("reserve", project, hold, amount, limit=limit, flag=partial)
         assert grant is not None
         return grant
+
+    async def want(self, project, hold, amount, limit, streamed, blocked, wait_seconds, first) -> Turn | None:
+        granted, others, cut = await self._call("want", project, hold, amount, limit=limit, streamed=streamed,
+                                                flag=blocked, wait_seconds=wait_seconds, first=first)
+        if granted == UNSEEDED:
+            raise Unseeded
+        return None if granted == LEASE_RAN_OUT else Turn(granted, others, bool(cut))
 
     async def extend(self, project, hold, amount, limit) -> Grant | None:
         return await self._grant("extend", project, hold, amount, limit=limit, flag=True)
 
-    async def renew(self, project, hold) -> bool:
-        return bool(await self._call("renew", project, hold))
+    async def renew(self, project, hold, streamed=0) -> bool:
+        return bool(await self._call("renew", project, hold, streamed=streamed))
 
     async def commit(self, project, hold, stored) -> None:
         """Retried while the hold's lease may run (Redis restarting, a failover):

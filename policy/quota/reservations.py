@@ -23,7 +23,7 @@ from policy.config import UNLIMITED, Quota
 from policy.decision import Decision, QuotaFigures
 from policy.exceptions import Unavailable
 from policy.glance import GlanceClient
-from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Unseeded, Usage
+from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Turn, Unseeded, Usage
 from policy.quota.limits import Limits
 from policy.singleflight import SingleFlight
 
@@ -41,7 +41,8 @@ FOLLOW_SECONDS = 300
 # was about to grow.
 HEADROOM = 256 * 1024
 
-# An upload of unknown size out of room asks again this often (doubling) while it waits.
+# An upload of unknown size out of room asks again this often (doubling) while it
+# waits: room is handed out by the ledger between its calls (ledger.py).
 WAIT_FIRST_SECONDS, WAIT_MAX_SECONDS = 0.05, 0.4
 
 # An import's staged data counts until Glance has imported it: its image is
@@ -92,7 +93,7 @@ class HardQuota:
     async def _seed_once(self, entry: str) -> None:
         await self.ledger.seed(entry, await self._listing(entry), overwrite=False)
 
-    async def ask(self, entry: str, ask: Callable[[], Awaitable[Grant | None]]) -> Grant | None:
+    async def ask[T](self, entry: str, ask: Callable[[], Awaitable[T]]) -> T:
         """The ledger's answer, the entry's usage seeded first if it holds none."""
         try:
             return await ask()
@@ -110,10 +111,11 @@ class HardQuota:
         entry, limit = key(owner, resource), await self.limits.limit_for(owner, resource)
         if limit != UNLIMITED and resource != rules.UPLOADS:
             self._seen[entry] = time.monotonic()
-        ask = lambda: self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, limit, UNLIMITED,  # noqa: E731
-                                                                  partial))
-        grant = await (self.waiting(ask) if partial else ask())
-        assert grant is not None
+        if partial:
+            turn = await self.waiting(entry, hold_id, amount, limit)
+            grant = Grant(turn.granted, turn.others, 0)
+        else:
+            grant = await self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, limit, False))
         self.observe(owner, resource, grant.used + grant.bytes, limit)
         if grant.bytes:
             return grant, limit, None
@@ -121,9 +123,7 @@ class HardQuota:
         refusal = rules.quota_exceeded(QuotaFigures(resource, owner, grant.used, limit, 1 if partial else amount))
         if not self.dry_run:
             return grant, limit, refusal
-        grant = await self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, UNLIMITED, UNLIMITED,
-                                                                  partial))
-        assert grant is not None
+        grant = await self.ask(entry, lambda: self.ledger.reserve(entry, hold_id, amount, UNLIMITED, partial))
         return grant, UNLIMITED, refusal
 
     async def reserve(self, owner: str, size: int | None, resource: str = rules.BYTES_STORED,
@@ -158,20 +158,21 @@ class HardQuota:
         hold.would_refuse = would_refuse or refusal
         return hold, None
 
-    async def waiting(self, ask: Callable[[], Awaitable[Grant | None]]) -> Grant | None:
-        """The ledger's answer once it grants something, or after
-        quota.wait_seconds: an upload of unknown size that finds no room at
-        its start waits, holding nothing, while concurrent uploads hand back
-        what they were granted past their end, or are cut and release theirs
-        (none in flight: at once, nothing will be handed back)."""
-        deadline = time.monotonic() + self.quota.wait_seconds
-        pause = WAIT_FIRST_SECONDS
+    async def waiting(self, entry: str, hold_id: str, amount: int, limit: int) -> Turn:
+        """A first step for an upload of unknown size, which holds nothing and
+        has sent nothing (its client paused): once the ledger's schedule gives
+        it room, or chooses it to give way (at once when every upload of the
+        project is blocked, as when none other is in flight)."""
+        pause, first = WAIT_FIRST_SECONDS, True
         while True:
-            grant = await ask()
-            # With no other request holding any, nothing will be handed back: no wait.
-            if grant is None or grant.bytes or not grant.uploads or (left := deadline - time.monotonic()) <= 0:
-                return grant
-            await asyncio.sleep(min(pause, left))
+            turn = await self.ask(entry, lambda: self.ledger.want(entry, hold_id, amount, limit, 0, True,
+                                                                  self.quota.wait_seconds, first))
+            if turn is None:  # its lease ran out between two asks: the ledger lost it
+                raise Unavailable("quota ledger", "the reservation was lost while it waited for room")
+            if turn.granted or turn.cut:
+                return turn
+            first = False
+            await asyncio.sleep(pause)
             pause = min(pause * 2, WAIT_MAX_SECONDS)
 
     def observe(self, owner: str, resource: str, used: int, limit: int) -> None:
@@ -306,7 +307,10 @@ class Change:
 
 class Hold:
     """One request's reservation: what the ledger granted it so far (bytes,
-    or one image), and its slot among the project's uploads in flight."""
+    or one image), and its slot among the project's uploads in flight. A body
+    of unknown size asks for a step ahead of its end; with no room it goes on
+    to its grant's end, then waits, its client paused, for the ledger's
+    schedule to give it room or to choose it to give way (`_give_way`)."""
 
     def __init__(self, quota: HardQuota, owner: str, resource: str, hold_id: str, limit: int, grant: Grant,
                  incremental: bool, slot: str | None = None):
@@ -315,8 +319,8 @@ class Hold:
         self.granted = grant.bytes
         self.others = grant.used  # what the project's other requests and usage held at the last grant
         self.step = quota.quota.chunk_bytes
-        self.exhausted = not incremental  # a fixed size is granted whole; else: gave up waiting for room
-        self.short = grant.bytes < self.step  # the limit was reached: ask again only as the grant runs out
+        self.transferred = 0
+        self.exhausted = not incremental  # a fixed size is granted whole
         self.extending = False
         self.failure: Decision | None = None  # the ledger failed: no byte past the grant
         self.would_refuse: Decision | None = None  # dry-run: the quota refusal it passed, the first one
@@ -331,15 +335,15 @@ class Hold:
             return refusal
         # Dry-run: the upload goes on, its grant growing past the limit from now on.
         self.would_refuse = self.would_refuse or refusal
-        self.limit, self.exhausted, self.short = UNLIMITED, False, False
+        self.limit, self.exhausted = UNLIMITED, False
         return None
 
     def wants_more(self, transferred: int) -> bool:
-        """Half a step ahead; out of room, only when the grant is about to run
-        out, and then the client waits (must_wait) until there is room again."""
+        """Half a step ahead of its end."""
+        self.transferred = transferred
         if self.exhausted or self.extending:
             return False
-        return self.granted - transferred < (HEADROOM if self.short else self.step // 2)
+        return self.granted - transferred < self.step // 2
 
     def must_wait(self, transferred: int) -> bool:
         """The next read could cross a grant that is still growing."""
@@ -351,28 +355,52 @@ class Hold:
         return self._extend()
 
     async def _extend(self) -> None:
-        ledger = self.quota.ledger
+        """Asks until the ledger grants more or cuts it, reporting how far it
+        streamed and whether it is blocked (must_wait paused its client)."""
+        ledger, pause = self.quota.ledger, WAIT_FIRST_SECONDS
         try:
-            # No wait mid-stream: uploads that each hold part of the room and wait for
-            # more would hold it from each other (bench/quota_race.py measured it).
-            grant = await self.quota.ask(self.entry, lambda: ledger.extend(self.entry, self.id, self.step, self.limit))
+            while True:
+                blocked = self.granted - self.transferred < HEADROOM
+                turn = await self.quota.ask(self.entry, lambda: ledger.want(
+                    self.entry, self.id, self.step, self.limit, self.transferred, blocked,
+                    self.quota.quota.wait_seconds, False))
+                if turn is None:
+                    self.exhausted = True
+                    self.failure = rules.unavailable("quota ledger", "the reservation's lease ran out")
+                    return
+                self.others = turn.others
+                if turn.cut:
+                    await self._give_way()
+                    return
+                if turn.granted > self.granted:
+                    self.granted = turn.granted
+                    return
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, WAIT_MAX_SECONDS)
         except Unavailable as e:
-            grant, self.failure = None, rules.unavailable(e.dependency, e.detail, e.reason)
+            self.failure = rules.unavailable(e.dependency, e.detail, e.reason)
         finally:
             self.extending = False
-        if grant is None:
+
+    async def _give_way(self) -> None:
+        """Chosen by the schedule to give way: it gets no more. Its client goes
+        on to the grant's end (a body that ends within it is stored, the
+        pause having come up to HEADROOM early) and is cut there (check); its
+        bytes stay reserved until then. In dry-run it is let past, as any refusal."""
+        if not self.quota.dry_run:
             self.exhausted = True
-            self.failure = self.failure or rules.unavailable("quota ledger", "the reservation's lease ran out")
             return
-        self.others = grant.used - self.granted  # the ledger counted this hold's own grant too
-        self.granted += grant.bytes
-        self.exhausted = self.short and not grant.bytes  # asked again in vain: cut where the grant ends
-        self.short = grant.bytes < self.step
+        self.would_refuse = self.would_refuse or rules.quota_exceeded(
+            QuotaFigures(self.resource, self.owner, self.others, self.limit, self.granted + 1))
+        self.limit = UNLIMITED
+        if (grant := await self.quota.ledger.extend(self.entry, self.id, self.step, UNLIMITED)) is not None:
+            self.granted += grant.bytes
 
     async def renew(self) -> bool:
         """False when the lease ran out, so the upload is no longer accounted for."""
         ledger = self.quota.ledger
-        return await ledger.renew(self.entry, self.id) and (not self.slot or await ledger.renew(self.slot, self.id))
+        return (await ledger.renew(self.entry, self.id, self.transferred)
+                and (not self.slot or await ledger.renew(self.slot, self.id)))
 
     async def settle(self, stored: bool, transferred: int | None = None) -> None:
         """Commit what Glance stored (the body's bytes, or all that was granted),
