@@ -8,8 +8,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from policy.config import UNLIMITED
-
 OCTET_STREAM = "application/octet-stream"
 
 
@@ -147,12 +145,6 @@ def check_image(image: Image | None, caller: Identity, admin_roles: frozenset[st
         return Decision(409, "status",
                         f"Image status is {image.status!r}; data can only be uploaded to a 'queued' image.")
     return None
-
-
-def check_quota(size: int, usage: int, limit: int, project: str = "") -> Decision | None:
-    if limit == UNLIMITED or usage + size <= limit:
-        return None
-    return quota_exceeded(QuotaFigures(BYTES_STORED, project, usage, limit, size))
 
 
 BYTES_STORED, BYTES_STAGED = "image_size_total", "image_stage_total"

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from policy.config import UNLIMITED
-from policy.decision import Identity, Image, check_body, check_image, check_media_type, check_quota
+from policy.decision import Identity, Image, check_body, check_image, check_media_type
 from policy.glance import stored as glance_stored
 from policy.identity.cache import TokenCache
 from policy.routes import AMBIGUOUS, CHANGE, CREATE, DOWNLOAD, IMPORT, OTHER, STAGE, UPLOAD, classify, is_uuid
@@ -161,12 +160,6 @@ def image(**kw) -> Image:
 def test_check_image(img, who, status):
     d = check_image(img, who, frozenset({"admin"}))
     assert (d.status if d else None) == status
-
-
-def test_quota():
-    assert check_quota(10, 90, 100) is None
-    assert check_quota(11, 90, 100).status == 413
-    assert check_quota(10**15, 10**15, UNLIMITED) is None
 
 
 @pytest.mark.parametrize("image, stored", [

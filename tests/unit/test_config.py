@@ -14,7 +14,7 @@ from policy import config as configuration
 from policy.config import Config, IdentityConf
 from policy.redis_client import SentinelURL
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = tomllib.loads((REPO / "config.toml").read_text())
 
 

@@ -8,20 +8,14 @@ import time
 import uuid
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from policy.config import UNLIMITED
-from policy.quota.ledger import MemoryLedger, Unseeded, Usage
+from policy.quota.ledger import Grant, MemoryLedger, Unseeded, Usage
 from policy.quota.redis_ledger import RedisLedger
-from tests.redis_server import RedisServer
 
 LEASE = 1.0  # the renewed lease below renews ten times as often: a stalled loop or Redis has slack
-
-
-@pytest.fixture(scope="module")
-def redis_url(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis-ledger")).start()
-    yield server.url
-    server.stop()
 
 
 @pytest.fixture(params=["memory", "redis"])
@@ -189,6 +183,29 @@ def test_an_unrenewed_lease_runs_out_a_renewed_one_does_not(ledger):
     renewed, extended, new, more = run(go())
     assert renewed is False and extended is None
     assert new.bytes == 50 and more.bytes == 0
+
+
+BYTES = st.integers(0, 2**50)  # a PiB: sums stay exact in Lua's doubles (2**53)
+
+
+@given(stored=BYTES, held=BYTES, amount=st.integers(1, 2**50), limit=st.just(UNLIMITED) | BYTES,
+       partial=st.booleans())
+def test_a_grant_is_what_fits_under_the_limit(new_ledger, stored, held, amount, limit, partial):
+    """The quota rule itself, as each ledger applies it: usage and the other
+    reservations plus the request within the limit (-1: none), else nothing,
+    or with `partial` what room is left. Both ledgers, the same answer."""
+    async def go():
+        ledger = new_ledger()
+        try:
+            p = await seeded(ledger, stored)
+            if held:
+                await ledger.reserve(p, "other", held, UNLIMITED, UNLIMITED, partial=False)
+            return await ledger.reserve(p, "this", amount, limit, UNLIMITED, partial)
+        finally:
+            await ledger.close()
+    room = amount if limit == UNLIMITED else max(0, limit - stored - held)
+    expected = min(amount, room) if partial else (amount if amount <= room else 0)
+    assert run(go()) == Grant(expected, stored + held, 1 if held else 0)
 
 
 def test_one_gateway_at_a_time_reconciles_a_project(redis_url):
