@@ -12,6 +12,7 @@ from pydantic import BaseModel
 
 from policy import config as configuration
 from policy.config import Config, IdentityConf
+from policy.exceptions import ConfigError
 from policy.redis_client import SentinelURL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +38,7 @@ def config_with(**over) -> dict:
 
 
 def error(data: dict) -> str:
-    with pytest.raises(configuration.ConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         configuration.parse(data)
     return str(e.value)
 
