@@ -9,9 +9,6 @@ from policy.quota.ledger import MemoryLedger
 from policy.quota.redis_ledger import RedisLedger
 from tests.redis_server import RedisServer
 
-LEDGERS = ["memory", "redis"]
-
-
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):
     server = RedisServer(tmp_path_factory.mktemp("redis-ledger")).start()
@@ -19,7 +16,7 @@ def redis_url(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture(scope="module", params=LEDGERS)
+@pytest.fixture(scope="module", params=["memory", "redis"])
 def new_ledger(request):
     """Makes a ledger of each kind, on a long lease: a new one for each event
     loop (a Redis client is bound to the loop that made it). Module-scoped, so
