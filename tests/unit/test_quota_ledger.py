@@ -208,14 +208,3 @@ def test_a_grant_is_what_fits_under_the_limit(new_ledger, stored, held, amount, 
     room = amount if limit == UNLIMITED else max(0, limit - stored - held)
     expected = min(amount, room) if partial else (amount if amount <= room else 0)
     assert run(go()) == Grant(expected, stored + held, 1 if held else 0)
-
-
-def test_one_gateway_at_a_time_reconciles_a_project(redis_url):
-    """Two replicas sharing Redis: the second one's claim fails until the first one's runs out."""
-    async def go():
-        a, b = (RedisLedger(redis_url, 1, LEASE, keep_commits_seconds=60) for _ in range(2))
-        p = project()
-        first, second = await a.claim(p, LEASE), await b.claim(p, LEASE)
-        await asyncio.sleep(LEASE * 2)
-        return first, second, await b.claim(p, LEASE)
-    assert run(go()) == (True, False, True)
