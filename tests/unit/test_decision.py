@@ -4,7 +4,12 @@ lets the rest through."""
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+
 import pytest
+
+from policy import decision
 
 from policy.decision import (IMPORT_BODY_LIMIT, Identity, Image, check_body, check_image, check_image_size,
                              check_import_body, check_media_type, quota_exceeded, upstream_reason)
@@ -88,3 +93,26 @@ def test_a_quota_refusal_names_the_resource_usage_limit_and_need():
 def test_glances_own_answers_are_grouped_by_the_specs_reasons(status, reason):
     assert upstream_reason(status) == reason
 
+
+
+def test_readmes_status_table_points_at_functions_that_exist():
+    """Each `file` `Class.function` of the "produced by" column names a
+    definition in that file (for ledger.lua, an op or a local); a bare
+    `function` after `decision.` is one of policy/decision.py."""
+    repo = Path(__file__).resolve().parents[2]
+    table = [line.split("|") for line in (repo / "README.md").read_text().splitlines()
+             if line.startswith("| ") and line.count("|") == 5 and line.split("|")[1].strip()[:1].isdigit()]
+    assert len(table) > 15
+    checked = 0
+    for cells in table:
+        column = cells[4]
+        for path, name in re.findall(r"`((?:policy|addons)/[\w/]+\.(?:py|lua))`'?s? `([\w.]+)`", column):
+            source = (repo / path).read_text()
+            for part in name.split("."):
+                defined = rf"(def|class|local) {re.escape(part)}\b|op == '{re.escape(part)}'"
+                assert re.search(defined, source), f"{path}: {name}"
+            checked += 1
+        for name in re.findall(r"`decision\.(\w+)`", column):
+            assert hasattr(decision, name), name
+            checked += 1
+    assert checked > 30
