@@ -8,8 +8,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from policy.decision import upstream_reason
-from policy.refusal import QuotaFigures, Refusal
 from policy.gate import Verdict
+from policy.refusal import QuotaFigures, Refusal
 from policy.routes import Route
 
 if TYPE_CHECKING:

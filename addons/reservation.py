@@ -13,9 +13,9 @@ from mitmproxy import http
 from addons import metrics, wire
 from addons.exchange import Exchange
 from policy import decision as rules
-from policy.refusal import Refusal
 from policy.exceptions import Unavailable
 from policy.quota.reservations import Hold
+from policy.refusal import Refusal
 
 log = logging.getLogger("glance_gate.quota")
 

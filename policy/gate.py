@@ -11,12 +11,12 @@ from policy import decision as rules
 from policy import imports
 from policy.config import Config
 from policy.decision import Identity, Image
-from policy.refusal import Refusal
 from policy.exceptions import InvalidToken, Unavailable
 from policy.glance import GlanceClient
 from policy.identity import TokenValidator
 from policy.imports import ImportBody
 from policy.quota.reservations import HardQuota, Hold
+from policy.refusal import Refusal
 from policy.routes import STAGE, Route, is_uuid
 
 log = logging.getLogger("glance_gate.gate")

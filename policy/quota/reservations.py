@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 from policy import decision as rules
 from policy.config import UNLIMITED, Quota
-from policy.refusal import QuotaFigures, Refusal
 from policy.exceptions import Unavailable, Unseeded
 from policy.glance import GlanceClient
 from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Usage
 from policy.quota.limits import Limits
+from policy.refusal import QuotaFigures, Refusal
 from policy.singleflight import SingleFlight
 
 log = logging.getLogger("glance_gate.quota")
