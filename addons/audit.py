@@ -8,7 +8,7 @@ import os
 from datetime import datetime, timezone
 
 from addons.exchange import Exchange
-from policy.decision import Decision
+from policy.refusal import Refusal
 
 
 def record(exchange: Exchange) -> dict:
@@ -37,9 +37,9 @@ def record(exchange: Exchange) -> dict:
     }
 
 
-def _would_refuse(decision: Decision) -> dict:
+def _would_refuse(refusal: Refusal) -> dict:
     """Dry-run: the refusal a request passed, with its figures."""
-    return {"message": decision.message, **(decision.figures.record() if decision.figures else {})}
+    return {"message": refusal.message, **(refusal.figures.record() if refusal.figures else {})}
 
 
 class AuditTrail:

@@ -7,8 +7,9 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from policy.decision import Decision, QuotaFigures, upstream_reason
+from policy.decision import upstream_reason
 from policy.gate import Verdict
+from policy.refusal import QuotaFigures, Refusal
 from policy.routes import Route
 
 if TYPE_CHECKING:
@@ -45,10 +46,10 @@ class Exchange:
     figures: QuotaFigures | None = None  # a quota refusal's numbers
     buffered: bool = False  # a small JSON body decided on whole: an import, or a create under an image quota
 
-    would_refuse: Decision | None = None  # dry-run: a change's quota refusal passed (a location add)
+    would_refuse: Refusal | None = None  # dry-run: a change's quota refusal passed (a location add)
 
     @property
-    def quota_would_refuse(self) -> Decision | None:
+    def quota_would_refuse(self) -> Refusal | None:
         """Dry-run: the quota refusal the request passed."""
         return self.verdict.quota_would_refuse() if self.verdict else self.would_refuse
 
@@ -68,9 +69,9 @@ class Exchange:
     def finished(self) -> bool:
         return self.status is not None
 
-    def refuse(self, decision: Decision) -> None:
-        self.figures = decision.figures
-        self._finish(decision.status, decision.reason, GATEWAY)
+    def refuse(self, refusal: Refusal) -> None:
+        self.figures = refusal.figures
+        self._finish(refusal.status, refusal.reason, GATEWAY)
 
     def answer(self, status: int, upstream_request_id: str | None) -> None:
         """Glance's answer reached the client."""

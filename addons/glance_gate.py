@@ -28,10 +28,10 @@ from addons.reservation import Reservation
 from addons.tls import ListenerTls
 from addons.trusted_auth import StripIdentity, TrustedAuth
 from policy import config as configuration
+from policy.exceptions import ConfigError
 from policy import health
 from policy import decision as rules
-from policy.decision import Decision
-from policy.errors import render, request_id
+from policy.refusal import Refusal, render, request_id
 from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.identity import TokenCache, TokenValidator, modes
 from policy.imports import ImportBody
@@ -129,7 +129,7 @@ class GlanceGate:
                 self.config = configuration.load(ctx.options.glance_gate_config)
                 self.gate, self.probes = build_gate(self.config)
                 self.tls_options = tls.options(self.config, ctx.options.confdir)
-            except (configuration.ConfigError, OSError) as e:
+            except (ConfigError, OSError) as e:
                 raise exceptions.OptionsError(f"glance-gate config: {e}") from None
             if self._reconciling:  # a new config while running
                 self._reconcile()
@@ -346,7 +346,7 @@ class GlanceGate:
                       where, flow.request.method, flow.request.path[:200])
         self.end(flow, rules.internal(), mid_stream)
 
-    def end(self, flow: http.HTTPFlow, refusal: Decision, mid_stream: bool = False) -> None:
+    def end(self, flow: http.HTTPFlow, refusal: Refusal, mid_stream: bool = False) -> None:
         """Ends a request with a refusal of no rule of the gate's, counted like any."""
         try:
             if (exchange := flow.metadata.get("glance_gate")) is None:  # failed before it was classified
@@ -358,7 +358,7 @@ class GlanceGate:
             if not mid_stream and flow.killable:  # also when the refusal itself failed
                 flow.kill()
 
-    def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Decision,
+    def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Refusal,
                mid_stream: bool = False) -> None:
         assert self.config
         headers, body = render(refusal, exchange.request_id, self.config.keystone.url)
@@ -394,7 +394,7 @@ def read_route(request: http.Request) -> Route:
 
 
 def trailers_refusal() -> bytes:
-    refusal = Decision(400, "bad_request", f"{wire.TRAILERS_REFUSED}.")
+    refusal = Refusal(400, "bad_request", f"{wire.TRAILERS_REFUSED}.")
     return wire.raw_response(refusal.status, *render(refusal, request_id()))
 
 

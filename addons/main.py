@@ -18,6 +18,7 @@ import sys
 import time
 
 from policy import config as configuration
+from policy.exceptions import ConfigError
 
 # mitmproxy and the addon are imported in a worker only: the supervisor stays small.
 CONFDIR = os.environ.get("GLANCE_GATE_CONFDIR", "~/.glance-gate")
@@ -116,7 +117,7 @@ def operate(argv: list[str]) -> int:
     try:
         config = configuration.load(args.config)
         return asyncio.run(operator.run(config, argv[0], args.projects, print))
-    except configuration.ConfigError as e:
+    except ConfigError as e:
         print(f"glance-gate: {e}", file=sys.stderr)
     except Unavailable as e:
         print(f"glance-gate {argv[0]}: {e.dependency} is unavailable: {e.detail}", file=sys.stderr)
@@ -133,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = configuration.load(args.config)
-    except configuration.ConfigError as e:
+    except ConfigError as e:
         print(f"glance-gate: {e}", file=sys.stderr)
         return 2
     if not args.worker:

@@ -13,16 +13,16 @@ from mitmproxy import http
 from addons import metrics, wire
 from addons.exchange import Exchange
 from policy import decision as rules
-from policy.decision import Decision
 from policy.exceptions import Unavailable
 from policy.quota.reservations import Hold
+from policy.refusal import Refusal
 
 log = logging.getLogger("glance_gate.quota")
 
 
 class Reservation:
     def __init__(self, flow: http.HTTPFlow, exchange: Exchange, hold: Hold,
-                 cut: Callable[[Decision], None], failed: Callable[[str], None]):
+                 cut: Callable[[Refusal], None], failed: Callable[[str], None]):
         """cut: ends the upload with a refusal; failed: with 503 `internal`, from an except block."""
         self.flow, self.exchange, self.hold, self.cut, self.failed = flow, exchange, hold, cut, failed
         self._tasks: set[asyncio.Task] = set()

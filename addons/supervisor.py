@@ -27,6 +27,7 @@ from pathlib import Path
 
 from addons import metrics, systemd
 from policy import config as configuration
+from policy.exceptions import ConfigError
 
 log = logging.getLogger("glance_gate.supervisor")
 
@@ -226,7 +227,7 @@ class Supervisor:
         try:
             text = Path(self.config_path).read_bytes()
             new = configuration.parse(configuration.parse_toml(text, self.config_path))
-        except (OSError, configuration.ConfigError) as e:
+        except (OSError, ConfigError) as e:
             log.error("reload refused, the running config stays: %s", e)
             return
         if changed := [k for k in NEEDS_RESTART

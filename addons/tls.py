@@ -24,7 +24,8 @@ from pathlib import Path
 from mitmproxy import ctx, tls
 
 from addons import wire
-from policy.config import Config, ConfigError
+from policy.config import Config
+from policy.exceptions import ConfigError
 
 
 MIN_VERSION = "TLS1_2"

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, PlainValidator, ValidationError, model_validator
 from pydantic_core import PydanticCustomError
 
-from policy.exceptions import ConfigError
+from policy import exceptions
 from policy.redis_client import SENTINEL_SCHEME, SentinelURL, is_sentinel
 
 UNLIMITED = -1
@@ -381,7 +381,7 @@ def parse(data: dict) -> Config:
     try:
         return Config.model_validate(data)
     except ValidationError as e:
-        raise ConfigError("; ".join(_message(error) for error in e.errors())) from None
+        raise exceptions.ConfigError("; ".join(_message(error) for error in e.errors())) from None
 
 
 def load(path: str | Path) -> Config:
@@ -389,7 +389,7 @@ def load(path: str | Path) -> Config:
         with open(path, "rb") as f:
             text = f.read()
     except OSError as e:
-        raise ConfigError(f"cannot read config {path}: {e.strerror}") from None
+        raise exceptions.ConfigError(f"cannot read config {path}: {e.strerror}") from None
     return parse(parse_toml(text, path))
 
 
@@ -397,4 +397,4 @@ def parse_toml(text: bytes, path: str | Path) -> dict:
     try:
         return tomllib.loads(text.decode())
     except (UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
-        raise ConfigError(f"{path} is not valid TOML: {e}") from None
+        raise exceptions.ConfigError(f"{path} is not valid TOML: {e}") from None

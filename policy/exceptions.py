@@ -1,6 +1,6 @@
 """Every exception of glance-gate's decisions, in one place (as
 keystonemiddleware's auth_token keeps its own). A rule's refusal is not an
-exception: it is a Decision (policy/decision.py)."""
+exception: it is a Refusal (policy/refusal.py)."""
 
 from __future__ import annotations
 
@@ -33,3 +33,8 @@ class Misconfigured(Unavailable):
     def __init__(self, dependency: str, detail: str, fix: str):
         super().__init__(dependency, f"{detail}; {fix}")
         self.fix = fix
+
+
+class Unseeded(Exception):
+    """The quota ledger holds no usage for the project yet: read it from
+    Glance, seed it (policy/quota/reservations.py HardQuota.ask)."""

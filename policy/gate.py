@@ -10,12 +10,13 @@ from dataclasses import dataclass
 from policy import decision as rules
 from policy import imports
 from policy.config import Config
-from policy.decision import Decision, Identity, Image
+from policy.decision import Identity, Image
 from policy.exceptions import InvalidToken, Unavailable
 from policy.glance import GlanceClient
 from policy.identity import TokenValidator
 from policy.imports import ImportBody
 from policy.quota.reservations import HardQuota, Hold
+from policy.refusal import Refusal
 from policy.routes import STAGE, Route, is_uuid
 
 log = logging.getLogger("glance_gate.gate")
@@ -47,19 +48,19 @@ class Verdict:
     """What the gate found out, step by step, and the refusal if any: the
     audit trail wants the caller and the image even when the upload is refused."""
 
-    refusal: Decision | None = None
+    refusal: Refusal | None = None
     identity: Identity | None = None
     image: Image | None = None
     owner: str | None = None  # the project charged: the image owner's
     hold: Hold | None = None  # the owner's reservation, when it has a quota
     import_method: str | None = None  # imports only
-    would_refuse: Decision | None = None  # dry-run: the quota refusal the request passed
+    would_refuse: Refusal | None = None  # dry-run: the quota refusal the request passed
 
-    def quota_would_refuse(self) -> Decision | None:
+    def quota_would_refuse(self) -> Refusal | None:
         """Dry-run: the one quota refusal the request passed, at its decision or mid-stream."""
         return self.would_refuse or (self.hold.would_refuse if self.hold else None)
 
-    def check_transferred(self, transferred: int) -> Decision | None:
+    def check_transferred(self, transferred: int) -> Refusal | None:
         """The quota rule again, for a body whose size shows only as it streams."""
         return self.hold.check(transferred) if self.hold else None
 
@@ -109,7 +110,7 @@ class UploadGate:
             verdict.refusal = rules.unavailable(e.dependency, e.detail, e.reason)
         return verdict
 
-    async def _decide(self, req: UploadRequest, verdict: Verdict) -> Decision | None:
+    async def _decide(self, req: UploadRequest, verdict: Verdict) -> Refusal | None:
         verdict.identity = identity = await self.tokens.validate(req.tokens)
         refusal = (rules.check_media_type(req.content_type)
                    or rules.check_image_size(req.image_size)
@@ -125,7 +126,7 @@ class UploadGate:
                                    rules.BYTES_STAGED if req.route.kind == STAGE else rules.BYTES_STORED)
 
     async def _decide_import(self, route: Route, tokens: list[str], body: ImportBody,
-                             verdict: Verdict) -> Decision | None:
+                             verdict: Verdict) -> Refusal | None:
         verdict.identity = identity = await self.tokens.validate(tokens)
         verdict.image = image = await self.glance.image(route.image_id, tokens[0].strip(), identity)
         if refusal := rules.check_owner(image, identity, self.config.policy.admin_roles):
@@ -133,7 +134,7 @@ class UploadGate:
         assert image is not None
         verdict.owner = image.owner or identity.project_id
         request = imports.parse(body)
-        if isinstance(request, Decision):
+        if isinstance(request, Refusal):
             return request
         verdict.import_method = request.method
         if request.method in REMOTE_IMPORTS:
@@ -161,7 +162,7 @@ class UploadGate:
         return len(targets - set(image.stores))
 
     async def _reserve(self, verdict: Verdict, size: int | None, resource: str = rules.BYTES_STORED,
-                       upload: bool = True) -> Decision | None:
+                       upload: bool = True) -> Refusal | None:
         assert verdict.owner
         try:
             verdict.hold, refusal = await self.quota.reserve(verdict.owner, size, resource, upload)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 
-from policy.decision import Decision
+from policy.refusal import Refusal
 
 
 @dataclass(frozen=True)
@@ -31,11 +31,11 @@ class ImportRequest:
     all_stores: bool
 
 
-def refused(message: str) -> Decision:
-    return Decision(400, "bad_request", message)
+def refused(message: str) -> Refusal:
+    return Refusal(400, "bad_request", message)
 
 
-def parse(body: ImportBody) -> ImportRequest | Decision:
+def parse(body: ImportBody) -> ImportRequest | Refusal:
     """The import Glance will run, or a 400 where the gateway cannot be sure which."""
     if body.content_encoding is not None:
         return refused("An import request must not carry a Content-Encoding: Glance reads its body as sent.")

@@ -45,12 +45,12 @@ class Glance:
         return self._usage if resource == BYTES_STORED else 0
 
 
-def config(limit: int, audit: str = "-", **quota) -> configuration.Config:
+def config(limit: int, audit: str = "-", identity: dict | None = None, **quota) -> configuration.Config:
     """A valid config whose dependencies are never called; `limit`: every project's quota."""
     return configuration.parse({
         "gateway": {"listen": "127.0.0.1:1", "upstream": "http://glance", "metrics": "127.0.0.1:2"},
         "keystone": {"url": "http://keystone", "username": "u", "password": "p", "project": "p"},
-        "policy": {"admin_roles": ["admin"]}, "audit": {"path": audit},
+        "policy": {"admin_roles": ["admin"]}, "audit": {"path": audit}, "identity": identity or {},
         "quota": {"default_bytes": limit, **quota}})
 
 

@@ -34,14 +34,11 @@ from collections import deque
 from dataclasses import dataclass, field
 
 from policy.config import UNLIMITED
+from policy.exceptions import Unseeded
 
 # A project nobody has touched for this long is forgotten: the next decision
 # costs one listing again.
 IDLE_SECONDS = 24 * 3600
-
-
-class Unseeded(Exception):
-    """The ledger holds no usage for the project yet: read it from Glance, seed it."""
 
 
 @dataclass(frozen=True)

@@ -18,8 +18,8 @@ from redis.exceptions import NoScriptError, RedisError
 
 from policy import redis_client
 from policy.config import UNLIMITED
-from policy.exceptions import Unavailable
-from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Reading, Turn, Unseeded
+from policy.exceptions import Unavailable, Unseeded
+from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Reading, Turn
 
 SCRIPT = (Path(__file__).parent / "ledger.lua").read_text()
 LEASE_RAN_OUT, UNSEEDED = -1, -2

@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 from policy import decision as rules
 from policy.config import UNLIMITED, Quota
-from policy.decision import Decision, QuotaFigures
-from policy.exceptions import Unavailable
+from policy.exceptions import Unavailable, Unseeded
 from policy.glance import GlanceClient
-from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Turn, Unseeded, Usage
+from policy.quota.ledger import IDLE_SECONDS, Grant, Ledger, Turn, Usage
 from policy.quota.limits import Limits
+from policy.refusal import QuotaFigures, Refusal
 from policy.singleflight import SingleFlight
 
 log = logging.getLogger("glance_gate.quota")
@@ -105,7 +105,7 @@ class HardQuota:
             raise Unavailable("quota ledger", "the project's usage was lost while it was read") from None
 
     async def _grant(self, owner: str, resource: str, hold_id: str, amount: int, partial: bool
-                     ) -> tuple[Grant, int, Decision | None]:
+                     ) -> tuple[Grant, int, Refusal | None]:
         """A reservation of the resource, its limit, and the refusal when it does
         not fit; in dry-run, a refused one is reserved without a limit."""
         entry, limit = key(owner, resource), await self.limits.limit_for(owner, resource)
@@ -127,7 +127,7 @@ class HardQuota:
         return grant, UNLIMITED, refusal
 
     async def reserve(self, owner: str, size: int | None, resource: str = rules.BYTES_STORED,
-                      upload: bool = True) -> tuple[Hold | None, Decision | None]:
+                      upload: bool = True) -> tuple[Hold | None, Refusal | None]:
         """A hold of `size` of the resource (bytes, or one image), or of a first
         step when the size is unknown; an upload also takes one of the project's
         uploads in flight. No hold when no limit applies. In dry-run, never a
@@ -189,7 +189,7 @@ class HardQuota:
             log.warning("cannot read image %s before its change, left to the reconciliation: %s", image_id, e)
             return None
 
-    async def location_add(self, change: Change | None) -> Decision | None:
+    async def location_add(self, change: Change | None) -> Refusal | None:
         """Before a location is added (POST /v2/images/{id}/locations): its data's
         size is unknown until Glance's task reads it from the store, so under a
         byte limit it is refused, unless quota.location_add = "allow"."""
@@ -322,10 +322,10 @@ class Hold:
         self.transferred = 0
         self.exhausted = not incremental  # a fixed size is granted whole
         self.extending = False
-        self.failure: Decision | None = None  # the ledger failed: no byte past the grant
-        self.would_refuse: Decision | None = None  # dry-run: the quota refusal it passed, the first one
+        self.failure: Refusal | None = None  # the ledger failed: no byte past the grant
+        self.would_refuse: Refusal | None = None  # dry-run: the quota refusal it passed, the first one
 
-    def check(self, transferred: int) -> Decision | None:
+    def check(self, transferred: int) -> Refusal | None:
         if transferred <= self.granted:
             return None
         if self.failure:

@@ -12,9 +12,10 @@ from pydantic import BaseModel
 
 from policy import config as configuration
 from policy.config import Config, IdentityConf
+from policy.exceptions import ConfigError
 from policy.redis_client import SentinelURL
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 EXAMPLE = tomllib.loads((REPO / "config.toml").read_text())
 
 
@@ -37,7 +38,7 @@ def config_with(**over) -> dict:
 
 
 def error(data: dict) -> str:
-    with pytest.raises(configuration.ConfigError) as e:
+    with pytest.raises(ConfigError) as e:
         configuration.parse(data)
     return str(e.value)
 

@@ -1,18 +1,28 @@
-"""Where a decision's usage comes from, offline: HardQuota over the memory
-ledger, and a Glance that answers listings slowly over httpx's mock transport,
-counting how many run at once."""
+"""The quota rule where it lives (policy/quota/reservations.py over a ledger),
+offline: what HardQuota.reserve grants or refuses, on the memory ledger and on
+ledger.lua in a real redis-server; and where a decision's usage comes from: a
+Glance that answers listings slowly over httpx's mock transport, counting how
+many run at once."""
 
 from __future__ import annotations
 
 import asyncio
 
-import httpx
+import uuid
 
-from policy.config import Quota
+import httpx
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from policy.config import UNLIMITED, Quota
+from policy.decision import BYTES_STORED
+from policy.refusal import QuotaFigures
 from policy.glance import GlanceClient, TokenCredentials
 from policy.quota.ledger import MemoryLedger
 from policy.quota.limits import Limits
 from policy.quota.reservations import Change, HardQuota
+from tests.fakes import Glance
 
 
 class SlowGlance:
@@ -116,3 +126,50 @@ def test_a_location_add_is_refused_under_a_limit_or_counted_once_glances_task_le
     refused, (hold, refusal) = asyncio.run(go())
     assert (refused.status, refused.reason) == (413, "quota")
     assert hold is None and refusal.status == 413  # 50 counted, 10 reserved: 51 more does not fit
+
+
+def refusal(new_ledger, stored: int, limit: int, size: int):
+    """HardQuota's answer to an upload of `size` bytes into a project a listing
+    finds storing `stored`, under `limit` (-1: none), on a new ledger."""
+    async def go():
+        conf = Quota(default_bytes=limit)
+        quota = HardQuota(conf, Limits(conf), Glance(None, stored), new_ledger())
+        try:
+            owner = f"p-{uuid.uuid4()}"
+            hold, refused = await quota.reserve(owner, size)
+            assert hold is None or refused is None
+            return refused and (refused.status, refused.reason, refused.figures, owner)
+        finally:
+            await quota.ledger.close()
+    return asyncio.run(go())
+
+
+@pytest.mark.parametrize("size, stored, limit, refused", [
+    (10, 90, 100, False),  # exactly full is allowed
+    (11, 90, 100, True),
+    (1, 100, 100, True),
+    (10**15, 10**15, UNLIMITED, False),
+    (1, 0, 0, True),  # a limit of 0 refuses any data
+])
+def test_an_upload_is_refused_exactly_when_it_would_pass_the_limit(new_ledger, size, stored, limit, refused):
+    answer = refusal(new_ledger, stored, limit, size)
+    assert bool(answer) == refused
+    if refused:
+        status, reason, figures, owner = answer
+        assert (status, reason) == (413, "quota")
+        assert figures == QuotaFigures(BYTES_STORED, owner, stored, limit, size)
+
+
+SIZES = st.integers(0, 2**50)  # a PiB: sums stay exact in Lua's doubles (2**53)
+
+
+@settings(deadline=None)  # a real redis-server answers: under load, slower than the default 200 ms
+@given(size=st.integers(1, 2**50), more=SIZES, stored=SIZES, limit=SIZES)
+def test_quota_is_monotone_in_size(new_ledger, size, more, stored, limit):
+    """A larger upload never passes where a smaller one was refused; none is
+    refused without a limit; a project may fill its limit exactly."""
+    if refusal(new_ledger, stored, limit, size):
+        assert refusal(new_ledger, stored, limit, size + more), "a larger upload passed where a smaller was refused"
+    assert refusal(new_ledger, stored, UNLIMITED, size + more) is None
+    if stored < limit:
+        assert refusal(new_ledger, stored, limit, limit - stored) is None  # exactly full is allowed

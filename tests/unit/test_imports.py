@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from policy.decision import Decision
+from policy.refusal import Refusal
 from policy.imports import ImportBody, ImportRequest, parse
 
 DIRECT = {"method": {"name": "glance-direct"}}
@@ -50,4 +50,4 @@ def test_targets_as_glance_reads_them(request_, stores, all_stores):
 ])
 def test_what_the_gateway_cannot_read_exactly_is_refused(request_):
     refusal = parse(request_)
-    assert isinstance(refusal, Decision) and (refusal.status, refusal.reason) == (400, "bad_request")
+    assert isinstance(refusal, Refusal) and (refusal.status, refusal.reason) == (400, "bad_request")
