@@ -17,6 +17,7 @@ from mitmproxy.test import taddons, tflow
 from prometheus_client import REGISTRY
 
 from addons.audit import AuditTrail
+from addons.compose import compose
 from addons.glance_gate import SAFE_OPTIONS, GlanceGate, UploadStream
 from policy.decision import Identity, Image
 from tests.fakes import config, upload_gate
@@ -44,11 +45,16 @@ def upload_headers(length: int | None = 1024, **extra: str) -> dict[str, str]:
 
 def gateway(tmp_path: Path, limit: int = UNLIMITED, image: Image | None = QUEUED, usage: int = 0) -> GlanceGate:
     """The addon as `configure` leaves it, with the fixed-answer gate."""
-    gg = GlanceGate()
+    gg = new_gate()
     gg.config = config(limit, audit=str(tmp_path / "audit.jsonl"), chunk_bytes=1024 * 1024)
     gg.gate = upload_gate(gg.config, CALLER, image, usage)
-    gg.audit = AuditTrail(gg.config.audit.path)
+    gg.ending.audit = AuditTrail(gg.config.audit.path)
     return gg
+
+
+def new_gate() -> GlanceGate:
+    addons, _ = compose()
+    return addons[-1]
 
 
 def audit(tmp_path: Path) -> list[dict]:
@@ -268,7 +274,7 @@ default_bytes = -1
 
 def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
     conf = write_config(tmp_path, "http://127.0.0.1:2", "client_idle_timeout_seconds = 42")
-    gg = GlanceGate()
+    gg = new_gate()
     with pytest.raises(exceptions.OptionsError, match="glance_gate_config"):
         asyncio.run(load(gg, "", tmp_path))  # no config: never a proxy without its policy
     options = asyncio.run(load(gg, conf, tmp_path, http2=True, connection_strategy="eager", tcp_timeout=600,
@@ -281,7 +287,7 @@ def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
 def test_ssl_insecure_is_overridden(tmp_path):
     """mitmdump --set ssl_insecure=true would skip Glance's certificate check."""
     conf = write_config(tmp_path, "https://127.0.0.1:2")
-    gg = GlanceGate()
+    gg = new_gate()
     assert asyncio.run(load(gg, conf, tmp_path, ssl_insecure=True))["ssl_insecure"] is False
     gg.done()
 
@@ -290,4 +296,4 @@ def test_configure_refuses_a_config_naming_the_key(tmp_path):
     conf = tmp_path / "config.toml"
     conf.write_text('[gateway]\nlisten = "127.0.0.1:1"\nupstream = "http://127.0.0.1:2"\n')
     with pytest.raises(exceptions.OptionsError, match=r"gateway\.metrics"):
-        asyncio.run(load(GlanceGate(), conf, tmp_path))
+        asyncio.run(load(new_gate(), conf, tmp_path))
