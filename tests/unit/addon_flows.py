@@ -17,6 +17,7 @@ from addons import wire
 from addons.audit import AuditTrail
 from addons.compose import compose
 from addons.glance_gate import GlanceGate
+from policy.config import Config
 from policy.decision import Identity, Image
 from tests.fakes import config, upload_gate
 
@@ -47,15 +48,21 @@ def new_gate() -> GlanceGate:
 
 
 def glance_gate(tmp_path: Path, limit: int = UNLIMITED, image: Image | None = QUEUED, usage: int = 0,
-                outcome: Identity | Exception = CALLER, **gateway) -> GlanceGate:
-    """The addon as `configure` leaves it, with the fixed-answer gate (tests/fakes.py)."""
+                outcome: Identity | Exception = CALLER, trusted_auth: bool = False, **gateway) -> GlanceGate:
+    """The addon as `configure` leaves it, with the fixed-answer gate (tests/fakes.py);
+    `gateway`: settings of config.toml's [gateway]."""
     gg = new_gate()
-    gg.config = config(limit, audit=str(tmp_path / "audit.jsonl"), chunk_bytes=1024 * 1024)
-    if gateway:
-        gg.config = gg.config.model_copy(update={"gateway": gg.config.gateway.model_copy(update=gateway)})
+    gg.config = settings(config(limit, audit=str(tmp_path / "audit.jsonl"), chunk_bytes=1024 * 1024),
+                         trusted_auth, **gateway)
     gg.gate = upload_gate(gg.config, outcome, image, usage)
     gg.ending.audit = AuditTrail(gg.config.audit.path)
     return gg
+
+
+def settings(conf: Config, trusted_auth: bool = False, **gateway) -> Config:
+    """conf with [identity] trusted_auth and [gateway] settings changed."""
+    return conf.model_copy(update={"gateway": conf.gateway.model_copy(update=gateway),
+                                   "identity": conf.identity.model_copy(update={"trusted_auth": trusted_auth})})
 
 
 def audit(tmp_path: Path) -> list[dict]:
