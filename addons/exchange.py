@@ -4,6 +4,7 @@ the audit trail and the quota ledger read when it finishes."""
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -13,7 +14,6 @@ from policy.refusal import QuotaFigures, Refusal
 from policy.routes import Route
 
 if TYPE_CHECKING:
-    from addons.reservation import Reservation
     from policy.quota.reservations import Change
 
 GATEWAY = "gateway"
@@ -35,7 +35,7 @@ class Exchange:
     decision_seconds: float | None = None  # uploads only
     forwarded_at: float | None = None  # when forwarding to Glance began
     verdict: Verdict | None = None  # uploads only
-    reservation: Reservation | None = None  # the quota's, settled when the request finishes
+    settle: Callable[[], None] | None = None  # the quota reservation's, called when the request finishes
     change: Change | None = None  # what the image stored before a change, for the quota's usage
     status: int | None = None
     reason: str = ""

@@ -21,7 +21,6 @@ from mitmproxy.net.http import url
 from mitmproxy.proxy import server_hooks
 
 
-
 def proxy_only(name: str) -> bool:
     """A header only the gateway may send: Forwarded and X-Forwarded-*, which
     oslo_middleware's HTTPProxyToWSGI and gunicorn's secure_scheme_headers
@@ -31,7 +30,10 @@ def proxy_only(name: str) -> bool:
 
 
 class ForwardedHeaders:
-    def requestheaders(self, flow: http.HTTPFlow) -> None:
+    def rewrite(self, flow: http.HTTPFlow) -> None:
+        """Called by the gate inside its fail-closed guard, not as a hook of its
+        own: a hook that raised would leave the client's headers on a request
+        mitmproxy then forwards."""
         headers = flow.request.headers
         for name in {name for name in headers if proxy_only(name)}:
             del headers[name]

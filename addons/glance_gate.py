@@ -1,7 +1,4 @@
-"""glance-gate as a mitmproxy addon.
-
-    mitmdump --mode reverse:http://127.0.0.1:9292 -s addons/glance_gate.py \
-             --set glance_gate_config=config.toml
+"""glance-gate's mitmproxy addon (built with its helpers by addons/compose.py).
 
 Uploads are decided from their headers while the client's body waits in the
 kernel's buffers; everything else streams through untouched.
@@ -21,12 +18,12 @@ from mitmproxy.net.http.http1 import expected_http_body_size
 
 from addons import metrics, tls, wire
 from addons.audit import AuditTrail
-from addons.client_bounds import ClientBounds
+from addons.ending import Ending
 from addons.exchange import CLIENT_CLOSED, GATEWAY, UPSTREAM, Exchange
 from addons.forwarded import ForwardedHeaders
 from addons.reservation import Reservation
 from addons.tls import ListenerTls
-from addons.trusted_auth import StripIdentity, TrustedAuth
+from addons.trusted_auth import TrustedAuth
 from policy import config as configuration
 from policy.exceptions import ConfigError
 from policy import health
@@ -36,7 +33,7 @@ from policy.gate import UploadGate, UploadRequest, Verdict
 from policy.identity import TokenCache, TokenValidator, modes
 from policy.imports import ImportBody
 from policy.quota import services
-from policy.routes import AMBIGUOUS, CHANGE, CREATE, OTHER, Route, api_path, classify, is_uuid, wsgi_header
+from policy.routes import AMBIGUOUS, CHANGE, CREATE, Route, api_path, classify, is_uuid, wsgi_header
 
 log = logging.getLogger("glance_gate")
 
@@ -60,7 +57,7 @@ def fail_closed(hook):
         try:
             await hook(self, flow)
         except Exception:
-            self.internal_error(flow, f"GlanceGate.{hook.__name__}")
+            self.ending.internal_error(flow, f"GlanceGate.{hook.__name__}")
     return guarded
 
 
@@ -68,16 +65,16 @@ class UploadStream:
     """The stream callable of an allowed upload: counts bytes, and cuts the
     upload the moment it breaks a rule that only the body can reveal."""
 
-    def __init__(self, gate: GlanceGate, flow: http.HTTPFlow, exchange: Exchange, verdict: Verdict,
+    def __init__(self, ending: Ending, flow: http.HTTPFlow, exchange: Exchange, verdict: Verdict,
                  reservation: Reservation | None):
-        self.gate, self.flow, self.exchange, self.verdict = gate, flow, exchange, verdict
+        self.ending, self.flow, self.exchange, self.verdict = ending, flow, exchange, verdict
         self.reservation = reservation
 
     def __call__(self, data: bytes) -> bytes | list[bytes]:
         try:
             return self._next(data)
         except Exception:  # mitmproxy would end the body well-formed: cut it instead
-            self.gate.internal_error(self.flow, "UploadStream", mid_stream=True)
+            self.ending.internal_error(self.flow, "UploadStream", mid_stream=True)
             return []
 
     def _next(self, data: bytes) -> bytes | list[bytes]:
@@ -85,12 +82,12 @@ class UploadStream:
             return []
         if not data:  # end of body
             if self.exchange.transferred == 0:
-                self.gate.refuse(self.flow, self.exchange, rules.empty_body(), mid_stream=True)
+                self.ending.refuse(self.flow, self.exchange, rules.empty_body(), mid_stream=True)
             else:
                 self.exchange.body_complete = True
             return []  # never b"": to a chunked upstream it is the terminating chunk
         if refusal := self.verdict.check_transferred(self.exchange.transferred + len(data)):
-            self.gate.refuse(self.flow, self.exchange, refusal, mid_stream=True)
+            self.ending.refuse(self.flow, self.exchange, refusal, mid_stream=True)
             return []
         self.exchange.transferred += len(data)
         if self.reservation:
@@ -99,27 +96,22 @@ class UploadStream:
 
 
 class GlanceGate:
-    def __init__(self, metrics_: metrics.Metrics | None = None) -> None:
+    def __init__(self, ending: Ending, trusted: TrustedAuth, listener_tls: ListenerTls,
+                 forwarded: ForwardedHeaders, metrics_: metrics.Metrics | None = None) -> None:
         self.config: configuration.Config | None = None
         self.gate: UploadGate | None = None
         self.probes: dict[str, health.Probe] = {}
-        self.audit: AuditTrail | None = None
+        self.ending = ending
         self.metrics = metrics_ or metrics.Metrics()
-        self.in_flight = 0  # requests begun and not finished: what a drain waits for
-        self.draining = False  # answers then close their connection, so clients move on
         self._reconciling: asyncio.Task | None = None
         self._following: set[asyncio.Task] = set()  # changes Glance makes in the background
-        self.trusted = TrustedAuth(self)
+        self.trusted, self.listener_tls, self.forwarded = trusted, listener_tls, forwarded
         self.tls_options: dict = {}
-        self.listener_tls = ListenerTls(self)
-        self.addons = [ForwardedHeaders(), self.listener_tls]  # run after this addon's hooks
+        self.addons = [forwarded, listener_tls]  # their connection hooks run after this addon's
 
     def load(self, loader) -> None:
         loader.add_option("glance_gate_config", str, "",
                           "Path to glance-gate's config.toml.")
-        wire.refuse_request_trailers(trailers_refusal)
-        wire.retry_on_fresh_connection()
-        wire.install_pump(metrics.pumped_bytes.inc)
 
     def configure(self, updated: set[str]) -> None:
         if "glance_gate_config" in updated:
@@ -134,9 +126,9 @@ class GlanceGate:
             if self._reconciling:  # a new config while running
                 self._reconcile()
             self.metrics.serve(self.config)
-            if self.audit:
-                self.audit.close()
-            self.audit = AuditTrail(self.config.audit.path)
+            if self.ending.audit:
+                self.ending.audit.close()
+            self.ending.audit = AuditTrail(self.config.audit.path)
         wanted = {**SAFE_OPTIONS, **self.tls_options}
         if self.config:  # mitmproxy's inactivity timeout of a connection, 600 s by default
             wanted["tcp_timeout"] = self.config.gateway.client_idle_timeout_seconds
@@ -170,8 +162,8 @@ class GlanceGate:
         self.metrics.done()
         if self._reconciling:
             self._reconciling.cancel()
-        if self.audit:
-            self.audit.close()
+        if self.ending.audit:
+            self.ending.audit.close()
 
     @fail_closed
     async def requestheaders(self, flow: http.HTTPFlow) -> None:
@@ -180,16 +172,17 @@ class GlanceGate:
         assert self.config
         wire.drop_stale_upstream(flow, self.config.gateway.upstream_keepalive_seconds)
         exchange, invalid = self._begin(flow)
+        self.forwarded.rewrite(flow)  # in this guard: an error here must not forward the client's headers
         if self.listener_tls.serving and not flow.client_conn.tls_established:
-            self.refuse(flow, exchange, rules.plaintext())
+            self.ending.refuse(flow, exchange, rules.plaintext())
             return
         if invalid:
             # mitmproxy answers 400 itself and never forwards the request.
             exchange.fail(400, "bad_request", GATEWAY, invalid)
-            self.finish(exchange)
+            self.ending.finish(exchange)
             return
         if exchange.route.kind == AMBIGUOUS:
-            self.refuse(flow, exchange, rules.ambiguous())
+            self.ending.refuse(flow, exchange, rules.ambiguous())
             return
         if exchange.route.is_upload:
             await self._upload(flow, exchange)
@@ -197,7 +190,7 @@ class GlanceGate:
             # A small JSON body, buffered and decided in `request`.
             exchange.buffered = True
             if refusal := rules.check_import_body(exchange.declared):
-                self.refuse(flow, exchange, refusal)
+                self.ending.refuse(flow, exchange, refusal)
         else:
             flow.request.stream = True
         if self.config.identity.trusted_auth and not exchange.finished:
@@ -209,7 +202,7 @@ class GlanceGate:
             exchange.change = await self.gate.quota.changing(exchange.route.image_id)
             if _location_add(flow) and (refusal := await self.gate.quota.location_add(exchange.change)):
                 if not self.gate.quota.dry_run:
-                    self.refuse(flow, exchange, refusal)
+                    self.ending.refuse(flow, exchange, refusal)
                     return
                 exchange.would_refuse = refusal  # counted and logged when it finishes
         exchange.forward()
@@ -222,11 +215,12 @@ class GlanceGate:
         exchange.verdict = verdict = await self._decide(flow, exchange)
         exchange.decision_seconds = time.monotonic() - exchange.started
         if verdict.refusal:
-            self.refuse(flow, exchange, verdict.refusal)
+            self.ending.refuse(flow, exchange, verdict.refusal)
             return
         # Media types are case-insensitive, Glance's check is not: forward the canonical form.
         flow.request.headers["content-type"] = rules.OCTET_STREAM
-        flow.request.stream = UploadStream(self, flow, exchange, verdict, self._reservation(flow, exchange))
+        flow.request.stream = UploadStream(self.ending, flow, exchange, verdict,
+                                           self._reservation(flow, exchange))
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
@@ -248,7 +242,7 @@ class GlanceGate:
             headers, body = render(verdict.refusal, exchange.request_id, self.config.keystone.url)
             flow.response = http.Response.make(verdict.refusal.status, body, headers)
             exchange.refuse(verdict.refusal)
-            self.finish(exchange)
+            self.ending.finish(exchange)
             return
         self._reservation(flow, exchange)
         exchange.body_complete = True
@@ -258,10 +252,11 @@ class GlanceGate:
         assert exchange.verdict
         if not exchange.verdict.hold:
             return None
-        cut = lambda refusal: self.refuse(flow, exchange, refusal, mid_stream=True)  # noqa: E731
-        failed = lambda where: self.internal_error(flow, where, mid_stream=True)  # noqa: E731
-        exchange.reservation = Reservation(flow, exchange, exchange.verdict.hold, cut, failed)
-        return exchange.reservation
+        cut = lambda refusal: self.ending.refuse(flow, exchange, refusal, mid_stream=True)  # noqa: E731
+        failed = lambda where: self.ending.internal_error(flow, where, mid_stream=True)  # noqa: E731
+        reservation = Reservation(flow, exchange, exchange.verdict.hold, cut, failed, metrics.reservation_settled)
+        exchange.settle = reservation.settle
+        return reservation
 
     def _begin(self, flow: http.HTTPFlow) -> tuple[Exchange, str]:
         """The request's Exchange, and why mitmproxy refuses its framing, if it does."""
@@ -278,8 +273,7 @@ class GlanceGate:
             request_id=request_id(),
             declared=size if size is not None and size >= 0 else None,
         )
-        flow.metadata["glance_gate"] = exchange
-        self.in_flight += 1
+        self.ending.begin(exchange, flow)
         return exchange, invalid
 
     async def _decide(self, flow: http.HTTPFlow, exchange: Exchange) -> Verdict:
@@ -301,7 +295,7 @@ class GlanceGate:
         flow.response.stream = not (exchange and exchange.change)
         if flow.response.stream and exchange and not (exchange.route.is_upload or exchange.route.is_import):
             wire.pump(flow)  # nothing of it is read: a download moves at the sockets' speed
-        if self.draining:
+        if self.ending.draining:
             flow.response.headers["connection"] = "close"
 
     async def response(self, flow: http.HTTPFlow) -> None:
@@ -317,7 +311,7 @@ class GlanceGate:
         finally:  # Glance has answered: the answer is counted whatever the ledger did
             if exchange and not exchange.finished and flow.response:
                 exchange.answer(flow.response.status_code, flow.response.headers.get("x-openstack-request-id"))
-                self.finish(exchange)
+                self.ending.finish(exchange)
                 if exchange.route.is_import and exchange.upstream_status == 202 and exchange.verdict \
                         and exchange.verdict.import_method == "glance-direct":
                     assert self.gate
@@ -336,52 +330,7 @@ class GlanceGate:
             exchange.fail(502, "upstream_unavailable", UPSTREAM, detail)
         else:
             exchange.fail(CLIENT_CLOSED, "client_closed", GATEWAY, detail)
-        self.finish(exchange)
-
-    def internal_error(self, flow: http.HTTPFlow, where: str, mid_stream: bool = False) -> None:
-        """Ends the request at the gateway after an unexpected exception (the
-        one being handled): 503 `internal`, counted, audited, and logged with
-        its traceback. Nothing more of the request is forwarded."""
-        log.exception("internal error in %s: %s %s ends at the gateway with 503",
-                      where, flow.request.method, flow.request.path[:200])
-        self.end(flow, rules.internal(), mid_stream)
-
-    def end(self, flow: http.HTTPFlow, refusal: Refusal, mid_stream: bool = False) -> None:
-        """Ends a request with a refusal of no rule of the gate's, counted like any."""
-        try:
-            if (exchange := flow.metadata.get("glance_gate")) is None:  # failed before it was classified
-                exchange = flow.metadata["glance_gate"] = Exchange(
-                    Route(OTHER, ""), flow.request.method, "", request_id())
-            if not exchange.finished:
-                self.refuse(flow, exchange, refusal, mid_stream=mid_stream)
-        finally:
-            if not mid_stream and flow.killable:  # also when the refusal itself failed
-                flow.kill()
-
-    def refuse(self, flow: http.HTTPFlow, exchange: Exchange, refusal: Refusal,
-               mid_stream: bool = False) -> None:
-        assert self.config
-        headers, body = render(refusal, exchange.request_id, self.config.keystone.url)
-        exchange.refuse(refusal)
-        linger = self.config.gateway.linger_seconds
-        if mid_stream:
-            wire.abort(flow, refusal.status, headers, body, linger)
-        else:
-            flow.request.headers.pop("expect", None)  # no 100 Continue for a refusal
-            wire.refuse(flow, refusal.status, headers, body, linger)
-        self.finish(exchange)
-
-    def finish(self, exchange: Exchange) -> None:
-        """Called exactly once per request, with its final status."""
-        self.in_flight -= 1
-        if exchange.reservation:
-            exchange.reservation.settle()
-        metrics.finished(exchange)
-        if would := exchange.quota_would_refuse:
-            log.warning("quota dry-run: %s %s would have been refused, passed: %s",
-                        exchange.request_id, exchange.route.kind, would.message)
-        if (exchange.route.is_upload or exchange.buffered or exchange.route.kind == AMBIGUOUS) and self.audit:
-            self.audit.write(exchange)
+        self.ending.finish(exchange)
 
 
 def read_route(request: http.Request) -> Route:
@@ -428,11 +377,3 @@ def build_gate(config: configuration.Config) -> tuple[UploadGate, dict[str, heal
         quota,
     )
     return gate, health.probes(config, keystone, glance, quota.ledger)
-
-
-def make_addons(gate: GlanceGate) -> list:
-    """The identity strip runs first, on every request, independent of the gate."""
-    return [StripIdentity(gate), ClientBounds(gate), gate]
-
-
-addons = make_addons(GlanceGate())

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 from mitmproxy import http
 
-from addons import metrics, wire
+from addons import wire
 from addons.exchange import Exchange
 from policy import decision as rules
 from policy.exceptions import Unavailable
@@ -22,9 +22,11 @@ log = logging.getLogger("glance_gate.quota")
 
 class Reservation:
     def __init__(self, flow: http.HTTPFlow, exchange: Exchange, hold: Hold,
-                 cut: Callable[[Refusal], None], failed: Callable[[str], None]):
-        """cut: ends the upload with a refusal; failed: with 503 `internal`, from an except block."""
+                 cut: Callable[[Refusal], None], failed: Callable[[str], None], settled: Callable[[str], None]):
+        """cut: ends the upload with a refusal; failed: with 503 `internal`, from an except block;
+        settled: told how the reservation ended ("committed", "released" or "error")."""
         self.flow, self.exchange, self.hold, self.cut, self.failed = flow, exchange, hold, cut, failed
+        self.settled = settled
         self._tasks: set[asyncio.Task] = set()
         self._renewing = self._spawn(self._renew())
 
@@ -80,6 +82,6 @@ class Reservation:
             await self.hold.settle(stored, transferred)
         except Unavailable as e:  # the lease will drop it
             log.warning("cannot settle the reservation of %s: %s", self.exchange.request_id, e)
-            metrics.reservation_settled("error")
+            self.settled("error")
             return
-        metrics.reservation_settled("committed" if stored else "released")
+        self.settled("committed" if stored else "released")

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 
 from mitmproxy import ctx, tls
@@ -80,14 +81,14 @@ def options(config: Config, confdir: str) -> dict:
 
 class ListenerTls:
     """Fails client TLS the operator did not configure. A renewed certificate
-    comes with a SIGHUP's rolling restart of the workers (addons/supervisor.py)."""
+    comes with a SIGHUP's rolling restart of the workers (process/supervisor.py)."""
 
-    def __init__(self, gate) -> None:
-        self.gate = gate
+    def __init__(self, config: Callable[[], Config | None]) -> None:
+        self.config = config
 
     @property
     def serving(self) -> bool:
-        return bool(self.gate.config and self.gate.config.gateway.tls_cert_file)
+        return bool((config := self.config()) and config.gateway.tls_cert_file)
 
     def tls_start_client(self, data: tls.TlsData) -> None:
         # Runs after mitmproxy's TlsConfig, which has built a connection with a

@@ -15,28 +15,28 @@ Two parts, on every request, not only uploads:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from mitmproxy import http
 
 from addons import wire
+from addons.ending import Ending
 from addons.exchange import Exchange
 from policy import decision as rules
 from policy.decision import Identity
 from policy.exceptions import InvalidToken, Unavailable
+from policy.config import Config
+from policy.identity import TokenValidator
 from policy.identity.trusted import UNAUTHENTICATED_PATHS, identity_headers, is_identity_header
 from policy.routes import normalize
 
-if TYPE_CHECKING:
-    from addons.glance_gate import GlanceGate
-
 
 class StripIdentity:
-    def __init__(self, gate: GlanceGate):
-        self.gate = gate  # for its config, and to end the request if stripping fails
+    def __init__(self, ending: Ending, config: Callable[[], Config | None]):
+        self.ending, self.config = ending, config  # ending: if stripping fails
 
     def requestheaders(self, flow: http.HTTPFlow) -> None:
-        config = self.gate.config
+        config = self.config()
         if config and not config.identity.trusted_auth:
             return  # Glance's authtoken removes them itself, and reads X-Service-Token
         try:
@@ -44,12 +44,12 @@ class StripIdentity:
             for name in [name for name in headers if is_identity_header(name)]:
                 del headers[name]
         except Exception:
-            self.gate.internal_error(flow, "StripIdentity.requestheaders")
+            self.ending.internal_error(flow, "StripIdentity.requestheaders")
 
 
 class TrustedAuth:
-    def __init__(self, gate: GlanceGate):
-        self.gate = gate
+    def __init__(self, ending: Ending, tokens: Callable[[], TokenValidator]):
+        self.ending, self.tokens = ending, tokens  # tokens: the validator of the config loaded now
 
     async def authenticate(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
         """Sets the caller's identity headers, or refuses the request."""
@@ -63,15 +63,14 @@ class TrustedAuth:
         tokens = flow.request.headers.get_all("x-auth-token")
         if not tokens and normalize(flow.request.path) in UNAUTHENTICATED_PATHS:
             return None
-        assert self.gate.gate
         wire.hold_client(flow)
         try:
-            identity = await self.gate.gate.tokens.validate(tokens)
+            identity = await self.tokens().validate(tokens)
         except InvalidToken as e:
-            self.gate.refuse(flow, exchange, rules.bad_token(str(e)))
+            self.ending.refuse(flow, exchange, rules.bad_token(str(e)))
             return None
         except Unavailable as e:
-            self.gate.refuse(flow, exchange, rules.unavailable(e.dependency, e.detail, e.reason))
+            self.ending.refuse(flow, exchange, rules.unavailable(e.dependency, e.detail, e.reason))
             return None
         wire.release_client(flow)
         return identity

@@ -267,7 +267,7 @@ def retry_on_fresh_connection() -> None:
                 and self.server_state == self.state_wait_for_response_headers
                 and flow.server_conn in _idle_since):  # reused, not a first connect
             flow.metadata[RETRIED] = True
-            # a warning: it survives the lean Master's quiet connection log (addons/main.py)
+            # a warning: it survives the lean Master's quiet connection log (process/main.py)
             yield commands.Log(f"retrying {flow.request.method} on a fresh upstream connection: {event.message}",
                                logging.WARNING)
             if (yield from self.make_server_connection()):

@@ -156,7 +156,7 @@ def start_baseline(tmp: Path, stack: Stack, checkout: Path, upstream: str) -> Ga
     conf = write_config(tmp / f"baseline-{port}.toml", stack, port=port, metrics_port=metrics_port,
                         upstream=upstream)
     log = tmp / f"baseline-{port}.log"
-    proc = subprocess.Popen([sys.executable, "-m", "addons.main", "--config", str(conf)],
+    proc = subprocess.Popen([sys.executable, "-m", "process.main", "--config", str(conf)],
                             stdout=log.open("wb"), stderr=subprocess.STDOUT, cwd=checkout,
                             env={**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir"),
                                  "PYTHONPATH": str(checkout)})

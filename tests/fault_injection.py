@@ -1,4 +1,4 @@
-"""A mitmproxy script for tests only, loaded before addons/glance_gate.py: the
+"""A mitmproxy script for tests only, loaded before addons/script.py: the
 step of the decision named by $GLANCE_GATE_FAULT raises an exception no rule
 expects, as a bug, or a dependency's answer missing a key, would."""
 

@@ -97,7 +97,7 @@ def through_gateway(variant: Variant) -> tuple[Route, bytes] | None:
     except ValueError:
         return None
     flow = tflow.tflow(req=request)
-    ForwardedHeaders().requestheaders(flow)
+    ForwardedHeaders().rewrite(flow)
     return read_route(flow.request), http1.assemble_request_head(flow.request) + b"\r\n\r\n"
 
 

@@ -15,7 +15,7 @@ import time
 import httpx
 import pytest
 
-from addons import supervisor
+from process import supervisor
 from tests.relay import Relay
 from tests.stack import connect, start_gateway, stop, tls_files, tls_settings, wait_until
 from tests.test_faults import Glance

@@ -2,7 +2,7 @@
 
 Only the addons a reverse proxy needs are loaded: DumpMaster's defaults (flow
 dumping, playback, body rewriting...) halve the request rate. `glance-gate`
-runs the supervisor (addons/supervisor.py), which runs `[gateway] workers`
+runs the supervisor (process/supervisor.py), which runs `[gateway] workers`
 of these Masters, each with `--worker` on a socket the supervisor bound."""
 
 from __future__ import annotations
@@ -25,11 +25,11 @@ CONFDIR = os.environ.get("GLANCE_GATE_CONFDIR", "~/.glance-gate")
 PR_SET_PDEATHSIG = 1
 
 
-class Worker:
+class WorkerLifecycle:
     """A worker's life under the supervisor: says when it listens, and drains on SIGTERM."""
 
-    def __init__(self, gate, drain_seconds: float):
-        self.gate, self.drain_seconds = gate, drain_seconds
+    def __init__(self, ending, drain_seconds: float):
+        self.ending, self.drain_seconds = ending, drain_seconds  # ending: what is in flight
         self._draining: asyncio.Task | None = None
 
     def running(self) -> None:
@@ -47,13 +47,13 @@ class Worker:
         from addons import wire
 
         wire.stop_accepting()
-        self.gate.draining = True
+        self.ending.draining = True
         deadline = time.monotonic() + self.drain_seconds
-        while self.gate.in_flight and time.monotonic() < deadline:
+        while self.ending.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if self.gate.in_flight:
+        if self.ending.in_flight:
             logging.getLogger("glance_gate").warning(
-                "drain: %d requests still in flight after %g s: cut", self.gate.in_flight, self.drain_seconds)
+                "drain: %d requests still in flight after %g s: cut", self.ending.in_flight, self.drain_seconds)
         master.shutdown()
 
 
@@ -61,8 +61,8 @@ def make_master(config_path: str, config: configuration.Config, worker: bool = F
     from mitmproxy import master, options
     from mitmproxy.addons import core, disable_h2c, errorcheck, next_layer, proxyserver, tlsconfig
 
-    from addons import metrics, wire
-    from addons.glance_gate import GlanceGate, make_addons
+    from addons import metrics
+    from addons.compose import compose
 
     gw = config.gateway
     # As mitmdump does: records reach the termlog handler, which filters by verbosity.
@@ -71,16 +71,16 @@ def make_master(config_path: str, config: configuration.Config, worker: bool = F
     # on every request. Warnings and errors stay; decisions are the audit trail.
     for chatty in ("mitmproxy.proxy.server", "httpx"):
         logging.getLogger(chatty).setLevel(logging.WARNING)
-    wire.skip_message_typechecks()
     sys.stdout.reconfigure(line_buffering=True)
     opts = options.Options(confdir=CONFDIR)
     m = master.Master(opts, with_termlog=True)
     # Under the supervisor, it serves /metrics; one worker (slot 0) probes the dependencies.
-    gate = GlanceGate(metrics.Metrics(serve=not worker, probe=os.environ.get("GLANCE_GATE_WORKER", "0") == "0"))
+    gateway, ending = compose(metrics.Metrics(serve=not worker, probe=os.environ.get("GLANCE_GATE_WORKER", "0") == "0"),
+                              lean=True)
     m.addons.add(core.Core(), proxyserver.Proxyserver(), next_layer.NextLayer(),
-                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), tlsconfig.TlsConfig(), *make_addons(gate))
+                 disable_h2c.DisableH2C(), errorcheck.ErrorCheck(), tlsconfig.TlsConfig(), *gateway)
     if worker:
-        m.addons.add(Worker(gate, gw.drain_seconds))
+        m.addons.add(WorkerLifecycle(ending, gw.drain_seconds))
     m.options.update(
         mode=[f"reverse:{gw.upstream}@{gw.listen.host}:{gw.listen.port}"],
         glance_gate_config=config_path,
@@ -89,7 +89,8 @@ def make_master(config_path: str, config: configuration.Config, worker: bool = F
 
 
 async def serve_worker(config_path: str, config: configuration.Config) -> None:
-    from addons import supervisor, wire
+    from addons import wire
+    from process import supervisor
 
     # Die with the supervisor, even by kill -9: no orphan keeps serving.
     ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -97,7 +98,7 @@ async def serve_worker(config_path: str, config: configuration.Config) -> None:
         return
     wire.listen_on(socket.socket(fileno=int(os.environ["GLANCE_GATE_LISTEN_FD"])), supervisor.BACKLOG)
     m = make_master(config_path, config, worker=True)
-    worker = m.addons.get("worker")
+    worker = m.addons.get("workerlifecycle")
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, worker.drain, m)
@@ -138,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"glance-gate: {e}", file=sys.stderr)
         return 2
     if not args.worker:
-        from addons.supervisor import supervise
+        from process.supervisor import supervise
 
         return supervise(args.config, config)
     from mitmproxy import exceptions

@@ -1,76 +1,27 @@
-"""The addon layer without the cloud, on mitmproxy's own test helpers
-(taddons, tflow): GlanceGate's hooks, UploadStream, the refusal path and
-finish. The policy is the real gate and quota; only its dependencies (the
-token check, Glance) give fixed answers (tests/fakes.py)."""
+"""GlanceGate (addons/glance_gate.py) without the cloud, on mitmproxy's own test
+helpers (taddons, tflow): its hooks, UploadStream, the refusal path and the
+configure step. The policy is the real gate and quota; only its dependencies
+(the token check, Glance) give fixed answers (tests/fakes.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import json
 from pathlib import Path
 
 import pytest
 from mitmproxy import exceptions, hooks, http
 from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.addons.tlsconfig import TlsConfig
-from mitmproxy.test import taddons, tflow
-from prometheus_client import REGISTRY
+from mitmproxy.test import taddons
 
-from addons.audit import AuditTrail
 from addons.glance_gate import SAFE_OPTIONS, GlanceGate, UploadStream
-from policy.decision import Identity, Image
-from tests.fakes import config, upload_gate
+from policy.decision import Image
 from tests.stack import free_port
-
-IMAGE_ID = "0cb9328d-dd8c-41bb-b378-404b854b93b1"
-CALLER = Identity("userA", "projA", frozenset({"member"}), 10**10)
-QUEUED = Image(IMAGE_ID, "projA", "queued", "raw", "bare")
-UNLIMITED = -1
-
-
-def upload(headers: dict[str, str], path: str = f"/v2/images/{IMAGE_ID}/file") -> http.HTTPFlow:
-    """A flow as mitmproxy has it at `requestheaders`: the head read, no body yet."""
-    request = http.Request.make("PUT", f"http://glance{path}")
-    request.headers.clear()
-    request.headers.update({"host": "glance", **headers})
-    request.data.content = None
-    return tflow.tflow(req=request)
-
-
-def upload_headers(length: int | None = 1024, **extra: str) -> dict[str, str]:
-    framing = {"content-length": str(length)} if length is not None else {"transfer-encoding": "chunked"}
-    return {"x-auth-token": "tok", "content-type": "application/octet-stream", **framing, **extra}
-
-
-def gateway(tmp_path: Path, limit: int = UNLIMITED, image: Image | None = QUEUED, usage: int = 0) -> GlanceGate:
-    """The addon as `configure` leaves it, with the fixed-answer gate."""
-    gg = GlanceGate()
-    gg.config = config(limit, audit=str(tmp_path / "audit.jsonl"), chunk_bytes=1024 * 1024)
-    gg.gate = upload_gate(gg.config, CALLER, image, usage)
-    gg.audit = AuditTrail(gg.config.audit.path)
-    return gg
-
-
-def audit(tmp_path: Path) -> list[dict]:
-    path = tmp_path / "audit.jsonl"
-    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
-
-
-def counted(code: int, reason: str) -> float:
-    labels = {"method": "PUT", "route": "upload", "code": str(code), "reason": reason, "source": "gateway"}
-    return REGISTRY.get_sample_value("glance_gate_requests_total", labels) or 0.0
-
-
-def run(coro):
-    """Runs a hook inside a proxyserver context, as wire.py expects to find one."""
-    async def inside():
-        with taddons.context(Proxyserver()):
-            return await coro()
-    return asyncio.run(inside())
+from tests.unit.addon_flows import IMAGE_ID, QUEUED, audit, counted, glance_gate, new_gate, run, upload, upload_headers
 
 
 def test_a_refused_upload_is_answered_at_the_gateway_and_finished_once(tmp_path):
-    gg = gateway(tmp_path)
+    gg = glance_gate(tmp_path)
     flow = upload(upload_headers(**{"x-auth-token": "", "expect": "100-continue"}))
     del flow.request.headers["x-auth-token"]
     before = counted(401, "token")
@@ -99,7 +50,7 @@ def test_a_refused_upload_is_answered_at_the_gateway_and_finished_once(tmp_path)
     (upload_headers(), Image(IMAGE_ID, "projA", "active", "raw", "bare"), 409, "status"),
 ])
 def test_each_refusal_of_the_decision_reaches_the_client_as_the_spec_says(tmp_path, headers, image, status, reason):
-    gg = gateway(tmp_path, image=image)
+    gg = glance_gate(tmp_path, image=image)
     flow = upload(headers)
     run(lambda: gg.requestheaders(flow))
     assert (flow.metadata["glance_gate"].status, flow.metadata["glance_gate"].reason) == (status, reason)
@@ -108,7 +59,7 @@ def test_each_refusal_of_the_decision_reaches_the_client_as_the_spec_says(tmp_pa
 
 
 def test_an_allowed_upload_streams_through_upload_stream_with_the_canonical_media_type(tmp_path):
-    gg = gateway(tmp_path)
+    gg = glance_gate(tmp_path)
     flow = upload(upload_headers(**{"content-type": "Application/Octet-Stream; x=1"}))
     run(lambda: gg.requestheaders(flow))
     exchange = flow.metadata["glance_gate"]
@@ -120,7 +71,7 @@ def test_an_allowed_upload_streams_through_upload_stream_with_the_canonical_medi
 
 
 def test_upload_stream_forwards_and_counts_every_byte_and_never_sends_an_empty_chunk(tmp_path):
-    gg = gateway(tmp_path)
+    gg = glance_gate(tmp_path)
     flow = upload(upload_headers(length=None))
     run(lambda: gg.requestheaders(flow))
     stream, exchange = flow.request.stream, flow.metadata["glance_gate"]
@@ -133,7 +84,7 @@ def test_upload_stream_forwards_and_counts_every_byte_and_never_sends_an_empty_c
 
 
 def test_upload_stream_cuts_a_chunked_body_that_turns_out_empty(tmp_path):
-    gg = gateway(tmp_path)
+    gg = glance_gate(tmp_path)
     flow = upload(upload_headers(length=None))
     before = counted(500, "empty_body")
 
@@ -151,7 +102,7 @@ def test_upload_stream_cuts_a_chunked_body_that_turns_out_empty(tmp_path):
 
 
 def test_upload_stream_cuts_a_body_that_outgrows_its_declared_size_under_the_quota(tmp_path):
-    gg = gateway(tmp_path, limit=10_000, usage=9_000)
+    gg = glance_gate(tmp_path, limit=10_000, usage=9_000)
     flow = upload(upload_headers(length=None, **{"x-openstack-image-size": "600"}))
 
     async def hooks():
@@ -169,7 +120,7 @@ def test_upload_stream_cuts_a_body_that_outgrows_its_declared_size_under_the_quo
 
 
 def test_an_upload_over_the_quota_is_refused_before_it_streams(tmp_path):
-    gg = gateway(tmp_path, limit=10_000, usage=9_500)
+    gg = glance_gate(tmp_path, limit=10_000, usage=9_500)
     flow = upload(upload_headers(length=1024))
     run(lambda: gg.requestheaders(flow))
     assert (flow.metadata["glance_gate"].status, flow.metadata["glance_gate"].reason) == (413, "quota")
@@ -177,7 +128,7 @@ def test_an_upload_over_the_quota_is_refused_before_it_streams(tmp_path):
 
 
 def test_glance_answer_finishes_the_upload_once_with_its_status(tmp_path):
-    gg = gateway(tmp_path)
+    gg = glance_gate(tmp_path)
     flow = upload(upload_headers(length=4))
 
     async def hooks():
@@ -199,7 +150,7 @@ def test_glance_answer_finishes_the_upload_once_with_its_status(tmp_path):
 def test_a_delete_frees_its_bytes_before_its_answer_is_sent(tmp_path):
     """The image's bytes are read before the DELETE is forwarded; Glance's 204
     is held (not streamed) until they are out of the owner's usage."""
-    gg = gateway(tmp_path, limit=10_000, usage=9_500)
+    gg = glance_gate(tmp_path, limit=10_000, usage=9_500)
     glance = gg.gate.glance
     flow = upload({"x-auth-token": "tok"}, path=f"/v2/images/{IMAGE_ID}")
     flow.request.method = "DELETE"
@@ -222,7 +173,7 @@ def test_a_delete_frees_its_bytes_before_its_answer_is_sent(tmp_path):
 
 
 def test_other_requests_stream_through_untouched(tmp_path):
-    gg = gateway(tmp_path)
+    gg = glance_gate(tmp_path)
     flow = upload({"x-auth-token": "tok"}, path=f"/v2/images/{IMAGE_ID}")
     flow.request.method = "GET"
     run(lambda: gg.requestheaders(flow))
@@ -268,7 +219,7 @@ default_bytes = -1
 
 def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
     conf = write_config(tmp_path, "http://127.0.0.1:2", "client_idle_timeout_seconds = 42")
-    gg = GlanceGate()
+    gg = new_gate()
     with pytest.raises(exceptions.OptionsError, match="glance_gate_config"):
         asyncio.run(load(gg, "", tmp_path))  # no config: never a proxy without its policy
     options = asyncio.run(load(gg, conf, tmp_path, http2=True, connection_strategy="eager", tcp_timeout=600,
@@ -281,7 +232,7 @@ def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
 def test_ssl_insecure_is_overridden(tmp_path):
     """mitmdump --set ssl_insecure=true would skip Glance's certificate check."""
     conf = write_config(tmp_path, "https://127.0.0.1:2")
-    gg = GlanceGate()
+    gg = new_gate()
     assert asyncio.run(load(gg, conf, tmp_path, ssl_insecure=True))["ssl_insecure"] is False
     gg.done()
 
@@ -290,4 +241,4 @@ def test_configure_refuses_a_config_naming_the_key(tmp_path):
     conf = tmp_path / "config.toml"
     conf.write_text('[gateway]\nlisten = "127.0.0.1:1"\nupstream = "http://127.0.0.1:2"\n')
     with pytest.raises(exceptions.OptionsError, match=r"gateway\.metrics"):
-        asyncio.run(load(GlanceGate(), conf, tmp_path))
+        asyncio.run(load(new_gate(), conf, tmp_path))

@@ -1,6 +1,6 @@
 """`glance-gate`'s supervisor: N worker processes on one address.
 
-Each worker is the lean mitmproxy Master of addons/main.py. The supervisor
+Each worker is the lean mitmproxy Master of process/main.py. The supervisor
 binds one SO_REUSEPORT socket per worker slot and keeps it open for its whole
 life: the kernel spreads connections over the slots, and a connection to a slot
 whose worker is restarting waits in that socket's queue instead of being
@@ -25,7 +25,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from addons import metrics, systemd
+from addons import metrics
+from process import systemd
 from policy import config as configuration
 from policy.exceptions import ConfigError
 
@@ -43,7 +44,8 @@ MALLOC_ENV = {"MALLOC_MMAP_THRESHOLD_": str(4 * 1024 * 1024), "MALLOC_TRIM_THRES
 
 
 @dataclass
-class Worker:
+class Child:
+    """One worker process, in its slot."""
     slot: int
     proc: subprocess.Popen
     started: float = field(default_factory=time.monotonic)
@@ -59,9 +61,9 @@ class Supervisor:
         self.generation = 0
         self.snapshot = self._snapshot(Path(config_path).read_bytes())
         self.sockets: list[socket.socket] = []
-        self.workers: dict[int, Worker] = {}  # slot -> its serving worker
-        self.draining: dict[int, Worker] = {}  # pid -> an old worker finishing its requests
-        self.alive: dict[int, Worker] = {}  # pid -> every worker not yet reaped, also one starting
+        self.workers: dict[int, Child] = {}  # slot -> its serving worker
+        self.draining: dict[int, Child] = {}  # pid -> an old worker finishing its requests
+        self.alive: dict[int, Child] = {}  # pid -> every worker not yet reaped, also one starting
         self.failures: dict[int, int] = {}  # slot -> quick deaths in a row
         self.cpu_of_dead = 0.0  # CPU seconds of reaped workers, so the counter never goes back
         self.restarts = 0
@@ -88,7 +90,7 @@ class Supervisor:
             s.listen(BACKLOG)
             self.sockets.append(s)
 
-    def spawn(self, slot: int) -> Worker:
+    def spawn(self, slot: int) -> Child:
         sock = self.sockets[slot]
         env = {**MALLOC_ENV, **{k: v for k, v in os.environ.items() if k != "NOTIFY_SOCKET"},  # systemd hears the supervisor
                metrics.MULTIPROC_ENV: str(self.metrics_dir),
@@ -96,23 +98,23 @@ class Supervisor:
                "GLANCE_GATE_SUPERVISOR": str(os.getpid())}
         ready_r, ready_w = os.pipe()
         env["GLANCE_GATE_READY_FD"] = str(ready_w)
-        proc = subprocess.Popen([sys.executable, "-m", "addons.main", "--worker", "--config", str(self.snapshot)],
+        proc = subprocess.Popen([sys.executable, "-m", "process.main", "--worker", "--config", str(self.snapshot)],
                                 pass_fds=(sock.fileno(), ready_w), env=env)
         os.close(ready_w)
-        worker = self.alive[proc.pid] = Worker(slot, proc)
+        worker = self.alive[proc.pid] = Child(slot, proc)
         asyncio.get_running_loop().run_in_executor(None, self._await_ready, worker, ready_r)
         log.info("worker %d started (pid %d, config generation %d)", slot, proc.pid, self.generation)
         return worker
 
     @staticmethod
-    def _await_ready(worker: Worker, ready_r: int) -> None:
+    def _await_ready(worker: Child, ready_r: int) -> None:
         """On a thread: the worker writes one byte once it listens; EOF if it died first."""
         try:
             worker.ready = os.read(ready_r, 1) == b"1"
         finally:
             os.close(ready_r)
 
-    async def _ready(self, worker: Worker) -> bool:
+    async def _ready(self, worker: Child) -> bool:
         deadline = time.monotonic() + READY_SECONDS
         while not worker.ready and worker.proc.returncode is None and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
@@ -188,7 +190,7 @@ class Supervisor:
                 worker.proc.returncode = os.waitstatus_to_exitcode(status)  # we reaped it, not Popen
                 self._gone(worker)
 
-    def _gone(self, worker: Worker) -> None:
+    def _gone(self, worker: Child) -> None:
         pid, code = worker.proc.pid, worker.proc.returncode
         if self.draining.pop(pid, None):
             log.info("worker %d (pid %d) drained, exit %d", worker.slot, pid, code)
@@ -198,7 +200,7 @@ class Supervisor:
                 self._restart_later(worker, code)
         self._finish_if_done()
 
-    def _restart_later(self, worker: Worker, code: int) -> None:
+    def _restart_later(self, worker: Child, code: int) -> None:
         slot = worker.slot
         lived = time.monotonic() - worker.started
         self.failures[slot] = 0 if lived >= STABLE_SECONDS else self.failures.get(slot, 0) + 1
@@ -270,7 +272,7 @@ def _reloaded(task: asyncio.Task) -> None:
     systemd.notify("READY=1")
 
 
-def _signal(worker: Worker, sig: int) -> None:
+def _signal(worker: Child, sig: int) -> None:
     if worker.proc.returncode is None:
         try:
             os.kill(worker.proc.pid, sig)
