@@ -31,7 +31,7 @@ from policy.config import UNLIMITED  # noqa: E402
 from policy.quota.ledger import Ledger, MemoryLedger, Usage  # noqa: E402
 from policy.quota.redis_ledger import RedisLedger  # noqa: E402
 from policy.quota.reservations import KEEP_COMMITS_SECONDS  # noqa: E402
-from tests.redis_server import RedisServer, SentinelGroup  # noqa: E402
+from tests.support.redis_server import RedisServer, SentinelGroup  # noqa: E402
 
 
 async def measure(ledger: Ledger, ops: int) -> dict[str, list[float]]:

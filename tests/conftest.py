@@ -12,7 +12,7 @@ import httpx
 import pytest
 from hypothesis import settings
 
-from tests.stack import (REPO, Gateway, Stack, curl, free_port, load_cloud, load_identity_cloud,  # noqa: F401
+from tests.support.stack import (REPO, Gateway, Stack, curl, free_port, load_cloud, load_identity_cloud,  # noqa: F401
                          load_tls_cloud, start_gateway, stop, tls_settings)
 
 QUOTA_B = 4 * 1024 * 1024  # projB's quota in these tests

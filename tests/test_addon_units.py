@@ -19,8 +19,8 @@ from prometheus_client import REGISTRY
 from addons.audit import AuditTrail
 from addons.glance_gate import SAFE_OPTIONS, GlanceGate, UploadStream
 from policy.decision import Identity, Image
-from tests.fakes import config, upload_gate
-from tests.stack import free_port
+from tests.support.fakes import config, upload_gate
+from tests.support.stack import free_port
 
 IMAGE_ID = "0cb9328d-dd8c-41bb-b378-404b854b93b1"
 CALLER = Identity("userA", "projA", frozenset({"member"}), 10**10)

@@ -16,7 +16,7 @@ from policy.decision import Identity, Image, check_quota
 from policy.exceptions import InvalidToken, Unavailable
 from policy.gate import UploadRequest
 from policy.routes import AMBIGUOUS, STAGE, UPLOAD, Route, classify, normalize
-from tests.fakes import config, upload_gate
+from tests.support.fakes import config, upload_gate
 
 URL_CHARS = string.ascii_letters + string.digits + "-._~/;=&+:@!$'()*,"
 SEGMENT = st.text(alphabet=string.ascii_letters + string.digits + "-_~", min_size=1, max_size=8)

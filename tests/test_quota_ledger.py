@@ -12,7 +12,7 @@ import pytest
 from policy.config import UNLIMITED
 from policy.quota.ledger import MemoryLedger, Unseeded, Usage
 from policy.quota.redis_ledger import RedisLedger
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 LEASE = 1.0  # the renewed lease below renews ten times as often: a stalled loop or Redis has slack
 

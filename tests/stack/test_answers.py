@@ -22,10 +22,10 @@ import httpx
 import pytest
 
 from tests.conftest import QUOTA_B
-from tests.stack import (Gateway, Stack, free_port, put_head, read_all, start_gateway, stop, tls_files,
+from tests.support.stack import (Gateway, Stack, free_port, put_head, read_all, start_gateway, stop, tls_files,
                          tls_settings)
-from tests.test_upload_spec import assert_refusal, put
-from tests.tls_relay import TlsRelay
+from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.tls_relay import TlsRelay
 
 MiB = 1024 * 1024
 

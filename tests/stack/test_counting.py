@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tests.stack import Stack, stop, wait_until
-from tests.test_quota import MiB, assert_usage, gateway, ledger_usage, projQ, redis_module, redis_server  # noqa: F401
-from tests.test_upload_spec import assert_refusal, put
+from tests.support.stack import Stack, stop, wait_until
+from tests.stack.test_quota import MiB, assert_usage, gateway, ledger_usage, projQ, redis_module, redis_server  # noqa: F401
+from tests.stack.test_upload_spec import assert_refusal, put
 
 PART = 6 * MiB // 10  # three of them are 1.8 MiB, under a 1 MiB quota only one fits
 

@@ -13,7 +13,7 @@ import subprocess
 import httpx
 import pytest
 
-from tests.stack import REPO, start_gateway, stop
+from tests.support.stack import REPO, start_gateway, stop
 
 UNIT = REPO / "deploy" / "glance-gate.service"
 

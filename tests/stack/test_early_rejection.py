@@ -10,7 +10,7 @@ import hashlib
 import os
 import subprocess
 
-from tests.stack import connect, curl, put_head, read_head
+from tests.support.stack import connect, curl, put_head, read_head
 
 MiB = 1024 * 1024
 

@@ -12,8 +12,8 @@ import re
 import httpx
 import pytest
 
-from tests.relay import Relay
-from tests.stack import Gateway, Stack, connect, start_gateway, stop
+from tests.support.relay import Relay
+from tests.support.stack import Gateway, Stack, connect, start_gateway, stop
 
 MiB = 1024 * 1024
 OCTET = "application/octet-stream"

@@ -15,8 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.relay import Relay
-from tests.stack import (REPO, Gateway, Stack, connect, free_port, put_head, read_all, start_gateway, stop,
+from tests.support.relay import Relay
+from tests.support.stack import (REPO, Gateway, Stack, connect, free_port, put_head, read_all, start_gateway, stop,
                          wait_port, wait_until)
 
 MiB = 1024 * 1024

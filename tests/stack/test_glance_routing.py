@@ -30,7 +30,7 @@ from addons.glance_gate import read_route
 from policy.routes import AMBIGUOUS, CHANGE, IMPORT, STAGE, UPLOAD, Route
 
 ID = "0cb9328d-dd8c-41bb-b378-404b854b93b9"
-HERE = Path(__file__).parent
+SUPPORT = Path(__file__).parents[1] / "support"
 # Glance's actions the gateway polices, and what it must read them as.
 POLICED = {("ImageDataController", "upload"): UPLOAD, ("ImageDataController", "stage"): STAGE,
            ("ImagesController", "import_image"): IMPORT, ("ImagesController", "update"): CHANGE,
@@ -56,7 +56,7 @@ class Variant:
 
 def corpus() -> list[Variant]:
     variants = []
-    for line in (HERE / "routing_corpus.txt").read_text().splitlines():
+    for line in (SUPPORT / "routing_corpus.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             request, *headers = (part.strip() for part in line.replace("{id}", ID).split(" | "))
             method, target = request.split(" ", 1)
@@ -66,7 +66,7 @@ def corpus() -> list[Variant]:
 
 class Oracle:
     def __init__(self, python: Path):
-        self.proc = subprocess.Popen([str(python), str(HERE / "glance_oracle.py")], text=True,
+        self.proc = subprocess.Popen([str(python), str(SUPPORT / "glance_oracle.py")], text=True,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
         assert self.proc.stdout and self.proc.stdout.readline() == "ready\n", "the oracle did not start"
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.stack import Gateway, Stack, start_gateway, stop, wait_until
+from tests.support.stack import Gateway, Stack, start_gateway, stop, wait_until
 
 OCTET = "application/octet-stream"
 

@@ -17,7 +17,7 @@ import httpx
 import pytest
 
 from policy import decision as rules
-from tests.stack import connect, start_gateway, stop
+from tests.support.stack import connect, start_gateway, stop
 
 BODY = b"\x00" * 2048
 QUOTA = 1024

@@ -13,10 +13,10 @@ import jwt
 import pytest
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
-from tests.stack import (Stack, connect, free_port, put_head, start_gateway,
+from tests.support.stack import (Stack, connect, free_port, put_head, start_gateway,
                          stop)
-from tests.test_upload_spec import assert_refusal, put
-from tests.tokens import claims_of, hs256_with, new_key, public_pem, tampered, unsigned
+from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.tokens import claims_of, hs256_with, new_key, public_pem, tampered, unsigned
 
 
 @pytest.fixture(scope="module")

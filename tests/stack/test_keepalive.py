@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.stack import start_gateway, stop
+from tests.support.stack import start_gateway, stop
 
 INTERVALS = [1.950 + 0.005 * i for i in range(21)]  # 1.950 … 2.050 s
 ROUNDS = 5  # requests per interval after the first: 105 in all

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.stack import Stack
+from tests.support.stack import Stack
 
 FORGED = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "gopher",
           "Forwarded": "for=1.2.3.4;proto=ftp;host=evil.example", "X-Forwarded-Prefix": "/evil"}

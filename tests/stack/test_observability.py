@@ -14,7 +14,7 @@ from collections import Counter
 import httpx
 import pytest
 
-from tests.stack import REPO, free_port, start_gateway, stop
+from tests.support.stack import REPO, free_port, start_gateway, stop
 
 MiB = 1024 * 1024
 QUOTA = 2 * MiB

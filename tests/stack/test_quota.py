@@ -14,9 +14,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.redis_server import RedisServer
-from tests.stack import Stack, start_gateway, stop, wait_until
-from tests.test_upload_spec import assert_refusal, put
+from tests.support.redis_server import RedisServer
+from tests.support.stack import Stack, start_gateway, stop, wait_until
+from tests.stack.test_upload_spec import assert_refusal, put
 
 MiB = 1024 * 1024
 LEASE = 3  # seconds, in the tests that watch a lease run out

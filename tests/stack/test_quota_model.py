@@ -14,10 +14,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.stack import Stack, stop, wait_until
-from tests.test_quota import (MiB, Slow, chunks, gateway, glance_usage, in_thread, ledger_usage,  # noqa: F401
+from tests.support.stack import Stack, stop, wait_until
+from tests.stack.test_quota import (MiB, Slow, chunks, gateway, glance_usage, in_thread, ledger_usage,  # noqa: F401
                               projQ, redis_module, redis_server, system_token, wait_saving)
-from tests.test_upload_spec import assert_refusal, put
+from tests.stack.test_upload_spec import assert_refusal, put
 
 FIGURES = re.compile(r"used or reserved (\d+) \w+, limit (\d+), needed (\d+)\)")
 

@@ -20,10 +20,10 @@ from policy.config import UNLIMITED
 from policy.exceptions import Unavailable
 from policy.quota.ledger import Usage
 from policy.quota.redis_ledger import RedisLedger
-from tests.redis_server import SentinelGroup
-from tests.stack import Stack, start_gateway, stop, wait_until
-from tests.test_quota import MiB, chunks, glance_usage, projQ  # noqa: F401  (projQ: a fixture)
-from tests.test_upload_spec import assert_refusal, put
+from tests.support.redis_server import SentinelGroup
+from tests.support.stack import Stack, start_gateway, stop, wait_until
+from tests.stack.test_quota import MiB, chunks, glance_usage, projQ  # noqa: F401  (projQ: a fixture)
+from tests.stack.test_upload_spec import assert_refusal, put
 
 QUOTA = 10 * MiB
 # The bound README states for uploads to be answered 204 again after the

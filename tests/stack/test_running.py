@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.stack import REPO, start_gateway, stop
+from tests.support.stack import REPO, start_gateway, stop
 
 OCTET = {"Content-Type": "application/octet-stream"}
 

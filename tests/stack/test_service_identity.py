@@ -8,7 +8,7 @@ import os
 import httpx
 import pytest
 
-from tests.stack import start_gateway, stop
+from tests.support.stack import start_gateway, stop
 
 NO_PASSWORD = {"password": None}
 

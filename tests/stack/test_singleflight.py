@@ -9,8 +9,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from tests.relay import Relay
-from tests.stack import start_gateway, stop
+from tests.support.relay import Relay
+from tests.support.stack import start_gateway, stop
 
 HERD = 16
 DELAY = 0.5  # each answer of Keystone and Glance is held back this long

@@ -12,7 +12,7 @@ import time
 
 import httpx
 
-from tests.stack import Gateway, connect, start_gateway, stop, wait_until
+from tests.support.stack import Gateway, connect, start_gateway, stop, wait_until
 
 OCTET = "application/octet-stream"
 HEAD = b"PUT /v2/images/x/file HTTP/1.1\r\nHost: glance\r\nX-Auth-Token: trickle\r\n"

@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.stack import read_all, start_gateway, stop, tls_files as files, tls_settings, wait_until
-from tests.test_links import assert_links_name
-from tests.tls_relay import TlsRelay
-from tests.tokens import Provider
+from tests.support.stack import read_all, start_gateway, stop, tls_files as files, tls_settings, wait_until
+from tests.stack.test_links import assert_links_name
+from tests.support.tls_relay import TlsRelay
+from tests.support.tokens import Provider
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}

@@ -10,9 +10,9 @@ import httpx
 import jwt
 import pytest
 
-from tests.stack import start_gateway, stop
-from tests.test_upload_spec import assert_refusal, put
-from tests.tokens import Provider, claims_of, hs256_with, new_key, public_pem, tampered, unsigned
+from tests.support.stack import start_gateway, stop
+from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.tokens import Provider, claims_of, hs256_with, new_key, public_pem, tampered, unsigned
 
 FORGED = {"X-Roles": "admin", "X-Role": "admin", "X-Identity-Status": "Confirmed",
           "X-Is-Admin-Project": "True", "X-Service-Roles": "admin", "OpenStack-System-Scope": "all"}

@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.redis_server import RedisServer
-from tests.stack import REPO, Gateway, Stack, connect, start_gateway, stop, wait_serving, wait_until
-from tests.test_upload_spec import assert_refusal, put
+from tests.support.redis_server import RedisServer
+from tests.support.stack import REPO, Gateway, Stack, connect, start_gateway, stop, wait_serving, wait_until
+from tests.stack.test_upload_spec import assert_refusal, put
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}

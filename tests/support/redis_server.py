@@ -7,7 +7,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tests.stack import free_port, stop, wait_port, wait_until
+from tests.support.stack import free_port, stop, wait_port, wait_until
 
 
 class RedisServer:

@@ -7,7 +7,7 @@ import socket
 import threading
 import time
 
-from tests.stack import free_port
+from tests.support.stack import free_port
 
 
 class Relay:

@@ -19,7 +19,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("GLANCE_GATE_STATE", REPO / ".state"))
 
 
@@ -314,7 +314,7 @@ def start_gateway(tmp: Path, stack: Stack, *, port: int | None = None, mitmdump:
     env = {**os.environ, "GLANCE_GATE_CONFDIR": str(tmp / "confdir"), "GLANCE_GATE_FAULT": fault}
     if mitmdump or fault:
         upstream = config.get("upstream") or stack.glance
-        scripts = [REPO / "tests" / "fault_injection.py"] * bool(fault) + [REPO / "addons" / "glance_gate.py"]
+        scripts = [REPO / "tests" / "support" / "fault_injection.py"] * bool(fault) + [REPO / "addons" / "glance_gate.py"]
         cmd = [str(bindir / "mitmdump"), "--mode", f"reverse:{upstream}@127.0.0.1:{port}",
                "--set", f"confdir={tmp / 'confdir'}", "-q",
                *(arg for script in scripts for arg in ("-s", str(script))),
