@@ -21,10 +21,9 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.conftest import QUOTA_B
-from tests.support.stack import (Gateway, Stack, free_port, put_head, read_all, start_gateway, stop, tls_files,
-                         tls_settings)
-from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.api import assert_refusal, put
+from tests.support.stack import (QUOTA_B, Gateway, Stack, free_port, put_head, read_all, start_gateway, stop,
+                                 tls_files, tls_settings)
 from tests.support.tls_relay import TlsRelay
 
 MiB = 1024 * 1024

@@ -15,9 +15,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import httpx
 import pytest
 
-from tests.support.stack import Stack, stop, wait_until
-from tests.stack.test_quota import MiB, assert_usage, gateway, ledger_usage, projQ, redis_module, redis_server  # noqa: F401
-from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.api import assert_refusal, put
+from tests.support.quota import MiB, assert_usage, ledger_usage, quota_gateway
+from tests.support.stack import Stack, wait_until
 
 PART = 6 * MiB // 10  # three of them are 1.8 MiB, under a 1 MiB quota only one fits
 
@@ -25,45 +25,38 @@ PART = 6 * MiB // 10  # three of them are 1.8 MiB, under a 1 MiB quota only one 
 def seeded_elsewhere(stack: Stack, tmp_path, project: str, image_id: str) -> None:
     """One upload through a gateway of its own, so that the gateway under test
     learns of it by its first listing of the project, as after any restart."""
-    gw = gateway(tmp_path, stack, project, MiB)
-    try:
+    with quota_gateway(tmp_path, stack, project, MiB) as gw:
         assert put(httpx.Client(base_url=gw.url, timeout=60), image_id, stack.token("userQ"),
                    os.urandom(PART)).status_code == 204
-    finally:
-        stop(gw.proc)
 
 
-def test_hidden_images_count(stack, projQ, tmp_path, redis_server):  # noqa: F811
+def test_hidden_images_count(stack, projQ, tmp_path, redis_server):
     """Finding 4: Glance counts hidden images; its list shows them only when asked."""
     hidden = [stack.create_image(user="userQ", os_hidden=True) for _ in range(2)]
     seeded_elsewhere(stack, tmp_path, projQ, hidden[0])
-    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, MiB, redis_server) as gw:
         r = put(httpx.Client(base_url=gw.url, timeout=60), hidden[1], stack.token("userQ"), os.urandom(PART))
         assert_refusal(r, 413, "quota")
         stack.assert_untouched(hidden[1])
         assert_usage(stack, projQ, PART, redis_server)
         # Glance's own GET /v2/info/usage agrees, in the whole MiB it reports
         assert stack.info_usage("userQ")["image_size_total"]["usage"] == PART // MiB
-    finally:
-        stop(gw.proc)
 
 
-def test_deactivated_images_count(stack, projQ, tmp_path, redis_server):  # noqa: F811
+def test_deactivated_images_count(stack, projQ, tmp_path, redis_server):
     """Finding 5: deactivate, let the gateway list the project, upload again, reactivate."""
     stored, other = stack.create_image(user="userQ"), stack.create_image(user="userQ")
     seeded_elsewhere(stack, tmp_path, projQ, stored)
     admin = {"X-Auth-Token": stack.token("admin")}
     actions = f"{stack.glance}/v2/images/{stored}/actions"
     assert stack.http.post(f"{actions}/deactivate", headers=admin).status_code == 204
-    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
     try:
-        r = put(httpx.Client(base_url=gw.url, timeout=60), other, stack.token("userQ"), os.urandom(PART))
-        assert_refusal(r, 413, "quota")
-        stack.assert_untouched(other)
-        assert_usage(stack, projQ, PART, redis_server)
+        with quota_gateway(tmp_path, stack, projQ, MiB, redis_server) as gw:
+            r = put(httpx.Client(base_url=gw.url, timeout=60), other, stack.token("userQ"), os.urandom(PART))
+            assert_refusal(r, 413, "quota")
+            stack.assert_untouched(other)
+            assert_usage(stack, projQ, PART, redis_server)
     finally:
-        stop(gw.proc)
         assert stack.http.post(f"{actions}/reactivate", headers=admin).status_code == 204
 
 
@@ -83,11 +76,10 @@ def imports(stack: Stack, image_id: str) -> int:
 
 
 @pytest.mark.parametrize("stores", [{"fs": {}, "fs2": {}}, ["fs", "fs2"]], ids=["json-object", "list"])
-def test_an_import_into_several_stores_is_reserved_for_each(stack, projQ, tmp_path, redis_server, stores):  # noqa: F811
+def test_an_import_into_several_stores_is_reserved_for_each(stack, projQ, tmp_path, redis_server, stores):
     """Finding 6: Glance imports into each key of a JSON object `stores`: two
     copies of the staged PART, past a 1 MiB quota."""
-    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, MiB, redis_server) as gw:
         image_id = staged(stack, gw)
         r = httpx.post(f"{gw.url}/v2/images/{image_id}/import", timeout=30, headers={"X-Auth-Token": stack.token("userQ")},
                        json={"method": {"name": "glance-direct"}, "stores": stores})
@@ -96,15 +88,12 @@ def test_an_import_into_several_stores_is_reserved_for_each(stack, projQ, tmp_pa
         image = stack.image(image_id)
         assert (image["status"], image.get("stores")) == ("uploading", None), image
         assert_usage(stack, projQ, 0, redis_server)
-    finally:
-        stop(gw.proc)
 
 
-def test_copy_into_the_store_named_by_the_header(stack, projQ, tmp_path, redis_server):  # noqa: F811
+def test_copy_into_the_store_named_by_the_header(stack, projQ, tmp_path, redis_server):
     """Finding 6: copy-image's target store named by X-Image-Meta-Store: a second
     copy, past a 1 MiB quota."""
-    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, MiB, redis_server) as gw:
         image_id = stack.create_image(user="userQ")
         assert put(httpx.Client(base_url=gw.url, timeout=60), image_id, stack.token("userQ"),
                    os.urandom(PART)).status_code == 204
@@ -114,17 +103,14 @@ def test_copy_into_the_store_named_by_the_header(stack, projQ, tmp_path, redis_s
         assert imports(stack, image_id) == 0
         assert stack.image(image_id)["stores"] == "fs"
         assert_usage(stack, projQ, PART, redis_server)
-    finally:
-        stop(gw.proc)
 
 
 @pytest.mark.parametrize("method", ["glance-direct", "web-download"])
-def test_an_encoded_import_body_never_reaches_glance(stack, projQ, tmp_path, redis_server, method):  # noqa: F811
+def test_an_encoded_import_body_never_reaches_glance(stack, projQ, tmp_path, redis_server, method):
     """Finding 6: Glance reads an import's raw bytes, never decoding a
     Content-Encoding: the gateway refuses what it would read otherwise, before
     Glance sees it (web-download: whatever remote_import says)."""
-    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, MiB, redis_server) as gw:
         image_id = staged(stack, gw)
         doc = {"method": {"name": method, "uri": "http://127.0.0.1:1/x"}}  # one store: PART fits
         r = httpx.post(f"{gw.url}/v2/images/{image_id}/import", timeout=30,
@@ -138,8 +124,6 @@ def test_an_encoded_import_body_never_reaches_glance(stack, projQ, tmp_path, red
         assert_usage(stack, projQ, 0)
         assert ledger_usage(redis_server, projQ) is None
         assert ledger_usage(redis_server, f"{projQ}/image_stage_total") == stack.glance_usage(projQ)[projQ][1] > 0
-    finally:
-        stop(gw.proc)
 
 
 @pytest.fixture
@@ -178,22 +162,18 @@ def add_location(stack: Stack, gw, image_id: str, url: str) -> httpx.Response:
 
 def test_a_location_add_is_refused_under_a_byte_limit(stack, projQ, tmp_path, served):
     """Finding 7: a 2 MiB location added to projQ's image under a 1 MiB quota."""
-    gw = gateway(tmp_path, stack, projQ, MiB)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, MiB) as gw:
         image_id = stack.create_image(user="userQ")
         assert_refusal(add_location(stack, gw, image_id, served(2 * MiB)), 413, "location")
         stack.assert_untouched(image_id)
         assert_usage(stack, projQ, 0)  # the decision needed no usage: the ledger holds none to compare
-    finally:
-        stop(gw.proc)
 
 
-def test_an_allowed_location_add_is_counted_once_glance_has_added_it(stack, projQ, tmp_path, redis_server,  # noqa: F811
+def test_an_allowed_location_add_is_counted_once_glance_has_added_it(stack, projQ, tmp_path, redis_server,
                                                                      served):
     """Finding 7: Glance adds the location in a task after its 202; the gateway
     follows it, and then the ledger holds what Glance counts."""
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server, location_add="allow")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 3 * MiB, redis_server, location_add="allow") as gw:
         client = httpx.Client(base_url=gw.url, timeout=60)
         stored = stack.create_image(user="userQ")
         assert put(client, stored, stack.token("userQ"), os.urandom(PART)).status_code == 204
@@ -206,5 +186,3 @@ def test_an_allowed_location_add_is_counted_once_glance_has_added_it(stack, proj
         other = stack.create_image(user="userQ")
         assert_refusal(put(client, other, stack.token("userQ"), os.urandom(PART)), 413, "quota")
         stack.assert_untouched(other)
-    finally:
-        stop(gw.proc)

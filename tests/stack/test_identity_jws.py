@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from tests.support.stack import (Stack, connect, free_port, put_head, start_gateway,
                          stop)
-from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.api import assert_refusal, put
 from tests.support.tokens import claims_of, hs256_with, new_key, public_pem, tampered, unsigned
 
 

@@ -5,28 +5,10 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support.stack import Stack
+from tests.support.api import assert_links_name
 
 FORGED = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "gopher",
           "Forwarded": "for=1.2.3.4;proto=ftp;host=evil.example", "X-Forwarded-Prefix": "/evil"}
-
-
-def assert_links_name(client: httpx.Client, stack: Stack, base: str, headers: dict | None = None) -> None:
-    """POST /v2/images's Location and the version documents' links start with base."""
-    token = stack.token("userA")
-    r = client.post("/v2/images", json={"name": "links", "disk_format": "raw", "container_format": "bare"},
-                    headers={"X-Auth-Token": token, **(headers or {})})
-    assert r.status_code == 201, r.text
-    image_id = r.json()["id"]
-    try:
-        assert r.headers["location"] == f"{base}/v2/images/{image_id}"
-    finally:
-        stack.delete_image(image_id)
-    for path, status in (("/versions", 200), ("/", 300)):
-        r = client.get(path, headers=headers or {})
-        assert r.status_code == status, r.text
-        hrefs = [link["href"] for version in r.json()["versions"] for link in version["links"]]
-        assert hrefs and all(href.startswith(f"{base}/v2") for href in hrefs), hrefs
 
 
 def test_links_name_the_gateway(stack, gateway, gw_http):

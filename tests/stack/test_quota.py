@@ -5,148 +5,30 @@ starts with no image, so its usage at Glance is exactly what the test stored."""
 from __future__ import annotations
 
 import os
-import random
 import signal
-import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
+from tests.support.api import assert_refusal, put
+from tests.support.quota import (LEASE, MiB, Slow, UploadRace, assert_usage, chunks, glance_usage, in_thread,
+                                 ledger_usage, quota_gateway, system_token, wait_saving)
 from tests.support.redis_server import RedisServer
-from tests.support.stack import Stack, start_gateway, stop, wait_until
-from tests.stack.test_upload_spec import assert_refusal, put
-
-MiB = 1024 * 1024
-LEASE = 3  # seconds, in the tests that watch a lease run out
-
-
-@pytest.fixture
-def projQ(stack: Stack) -> str:
-    """projQ's id, with every image of it deleted, hidden ones too: its usage is 0."""
-    token = stack.token("admin")
-    project = stack.user("userQ")["project_id"]
-    for hidden in ("false", "true"):
-        r = stack.http.get(f"{stack.glance}/v2/images", headers={"X-Auth-Token": token},
-                           params={"owner": project, "os_hidden": hidden, "limit": 1000})
-        for image in r.json()["images"]:
-            stack.delete_image(image["id"], user="admin")
-    assert glance_usage(stack, project) == 0
-    return project
-
-
-@pytest.fixture(scope="module")
-def redis_module(tmp_path_factory):
-    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def redis_server(redis_module):
-    """Empty: projQ's images were deleted behind the gateways' backs, so the
-    usage a previous test left in the ledger is stale, as each test's new
-    memory ledger is not."""
-    redis_module.cli("FLUSHALL")
-    return redis_module
-
-
-def glance_usage(stack: Stack, project: str) -> int:
-    """What the project stores, as Glance's own image_size_total counts it, to the byte."""
-    return stack.glance_usage(project)[project][0]
-
-
-def ledger_usage(server: RedisServer, project: str) -> int | None:
-    """The usage the gateways' shared ledger holds for the project; None when it holds none."""
-    held = server.cli("GET", f"glance-gate:quota:{{{project}}}:usage")
-    return int(held) if held else None
-
-
-def assert_usage(stack: Stack, project: str, expected: int, server: RedisServer | None = None) -> None:
-    """Glance stores `expected` bytes for the project, by its own count, and the
-    ledger (when the gateways share one) holds exactly that: a reservation is
-    settled just after its answer reached the client, so the ledger is given a
-    few seconds to show it."""
-    assert glance_usage(stack, project) == expected
-    if server is not None:
-        deadline = time.monotonic() + 10
-        while (held := ledger_usage(server, project)) != expected and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert held == expected, f"the ledger holds {held} bytes for {project}, Glance stores {expected}"
-
-
-def gateway(tmp, stack, project, limit, ledger=None, gateway_settings=None, **settings):
-    quota_settings = {"chunk_bytes": MiB, "lease_seconds": LEASE, **settings}
-    if ledger:
-        quota_settings.update(ledger="redis", redis_url=ledger.url)
-    return start_gateway(tmp, stack, quota={project: limit}, quota_settings=quota_settings,
-                         gateway_settings=gateway_settings)
-
-
-def chunks(size: int, part: int = 64 * 1024):
-    for offset in range(0, size, part):
-        yield os.urandom(min(part, size - offset))
-
-
-class Slow:
-    """A chunked body that sends `first` bytes, then waits for `go` before the rest."""
-
-    def __init__(self, first: int, rest: int):
-        self.first, self.rest, self.go = first, rest, threading.Event()
-
-    def __iter__(self):
-        yield from chunks(self.first)
-        assert self.go.wait(60)
-        yield from chunks(self.rest)
-
-
-def wait_saving(stack: Stack, image_id: str) -> None:
-    """Until Glance stores the upload's data: the gateway has reserved and forwarded it."""
-    deadline = time.monotonic() + 30
-    while stack.image(image_id)["status"] != "saving":
-        assert time.monotonic() < deadline, "the upload never reached Glance"
-        time.sleep(0.05)
-
-
-def in_thread(fn, *args):
-    result: dict = {}
-
-    def run():
-        try:
-            result["response"] = fn(*args)
-        except httpx.HTTPError as e:
-            result["error"] = e
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    return thread, result
+from tests.support.stack import Gateway, Stack, all_running, at_once, wait_until
 
 
 @pytest.mark.parametrize("ledger,workers", [("memory", 1), ("redis", 1), ("redis", 2)])
 def test_race_concurrent_uploads_never_pass_the_quota(stack, projQ, tmp_path, request, ledger, workers):
     """24 uploads at once, 2.4× the quota in all, half of them chunked; with
     Redis, spread over two gateways sharing it, each of `workers` processes."""
-    quota = 10 * MiB
+    quota = UploadRace.QUOTA
     server = request.getfixturevalue("redis_server") if ledger == "redis" else None
-    gateways = [gateway(tmp_path, stack, projQ, quota, server, gateway_settings={"workers": workers})
-                for _ in range(2 if server else 1)]
-    rng = random.Random(4)
-    sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
-    token = stack.token("userQ")
-    images = [stack.create_image(user="userQ") for _ in sizes]
-
-    def upload(i: int) -> int:
-        body = chunks(sizes[i]) if i % 2 else os.urandom(sizes[i])
-        with httpx.Client(base_url=gateways[i % len(gateways)].url, timeout=120) as client:
-            return put(client, images[i], token, body).status_code
-
-    try:
-        with ThreadPoolExecutor(len(sizes)) as pool:
-            statuses = list(pool.map(upload, range(len(sizes))))
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
+    with all_running(quota_gateway(tmp_path, stack, projQ, quota, server, gateway_settings={"workers": workers})
+                     for _ in range(2 if server else 1)) as gateways:
+        race = UploadRace(stack, seed=4)
+        statuses = race.run(gateways)
+    sizes, images = race.sizes, race.images
     accepted = sum(size for size, status in zip(sizes, statuses) if status == 204)
     print(f"\n{ledger} x {workers} workers: accepted {accepted} of quota {quota} bytes = {accepted / quota:.3f}; "
           f"{statuses.count(204)} accepted, {statuses.count(413)} refused, {sum(sizes)} offered")
@@ -162,9 +44,8 @@ def test_race_concurrent_uploads_never_pass_the_quota(stack, projQ, tmp_path, re
 def test_chunked_upload_grows_its_reservation_then_is_cut_at_the_limit(stack, projQ, tmp_path, redis_server):
     """1 MiB reservation steps: a 3 MiB chunked upload takes three, a 6 MiB one
     is cut where it would cross the 5 MiB quota, and a retry that fits succeeds."""
-    gw = gateway(tmp_path, stack, projQ, 5 * MiB, redis_server)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 5 * MiB, redis_server) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         first = stack.create_image(user="userQ")
         assert put(client, first, token, chunks(3 * MiB)).status_code == 204
@@ -178,14 +59,11 @@ def test_chunked_upload_grows_its_reservation_then_is_cut_at_the_limit(stack, pr
         assert_refusal(put(client, cut, token, chunks(MiB)), 413, "quota")
         stack.assert_untouched(cut, cut=True)
         assert_usage(stack, projQ, 5 * MiB, redis_server)
-    finally:
-        stop(gw.proc)
 
 
 def test_declared_image_size_of_a_chunked_upload_is_reserved_whole(stack, projQ, tmp_path, redis_server):
-    gw = gateway(tmp_path, stack, projQ, 2 * MiB, redis_server)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 2 * MiB, redis_server) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         image_id = stack.create_image(user="userQ")
         r = put(client, image_id, token, chunks(MiB), headers={"x-openstack-image-size": str(3 * MiB)})
@@ -197,27 +75,21 @@ def test_declared_image_size_of_a_chunked_upload_is_reserved_whole(stack, projQ,
         stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
         assert_usage(stack, projQ, 0, redis_server)
-    finally:
-        stop(gw.proc)
 
 
 def test_admin_upload_is_charged_to_the_image_owner(stack, projQ, tmp_path, redis_server):
-    gw = gateway(tmp_path, stack, projQ, MiB, redis_server)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, MiB, redis_server) as gw:
         client = httpx.Client(base_url=gw.url, timeout=60)
         image_id = stack.create_image(user="userQ")
         assert_refusal(put(client, image_id, stack.token("admin"), os.urandom(2 * MiB)), 413, "quota")
         stack.assert_untouched(image_id)
         assert put(client, image_id, stack.token("admin"), os.urandom(MiB)).status_code == 204
         assert_usage(stack, projQ, MiB, redis_server)
-    finally:
-        stop(gw.proc)
 
 
 def test_concurrent_uploads_cap(stack, projQ, tmp_path):
-    gw = gateway(tmp_path, stack, projQ, -1, max_uploads=1)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, -1, max_uploads=1) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         busy, other = stack.create_image(user="userQ"), stack.create_image(user="userQ")
         slow = Slow(MiB, MiB)
@@ -229,16 +101,13 @@ def test_concurrent_uploads_cap(stack, projQ, tmp_path):
         thread.join(60)
         assert result["response"].status_code == 204
         assert put(client, other, token, b"x" * 1000).status_code == 204
-    finally:
-        stop(gw.proc)
 
 
 def test_stage_then_import_cannot_bypass_the_quota(stack, projQ, tmp_path, redis_server):
     """Staging is checked like /file; the glance-direct import that stores the
     staged data is checked again, against what is stored by then."""
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 3 * MiB, redis_server) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         staged = stack.create_image(user="userQ")
         assert_refusal(put(client, staged, token, os.urandom(4 * MiB), route="stage"), 413, "quota")
@@ -251,14 +120,11 @@ def test_stage_then_import_cannot_bypass_the_quota(stack, projQ, tmp_path, redis
         assert stack.image(staged)["status"] == "uploading"
         assert_usage(stack, projQ, 2 * MiB, redis_server)
         assert stack.glance_usage(projQ)[projQ][1] == 2 * MiB  # staged, as Glance's image_stage_total counts
-    finally:
-        stop(gw.proc)
 
 
 def test_import_within_the_quota_passes(stack, projQ, tmp_path, redis_server):
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 3 * MiB, redis_server) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         staged = stack.create_image(user="userQ")
         assert put(client, staged, token, os.urandom(2 * MiB), route="stage").status_code == 204
@@ -269,8 +135,6 @@ def test_import_within_the_quota_passes(stack, projQ, tmp_path, redis_server):
         assert_usage(stack, projQ, 2 * MiB, redis_server)
         # The import's bytes count now: a 2 MiB upload no longer fits.
         assert_refusal(put(client, stack.create_image(user="userQ"), token, os.urandom(2 * MiB)), 413, "quota")
-    finally:
-        stop(gw.proc)
 
 
 def test_import_body_must_be_small_and_declared(stack, gw_http):
@@ -292,10 +156,10 @@ def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp
     in all, refused under a 3 MiB quota, accepted under 5 MiB, and then
     Glance counts both copies."""
     image_id = stack.create_image(user="userQ")
-    tight, roomy = (gateway(tmp_path, stack, projQ, limit, redis_server) for limit in (3 * MiB, 5 * MiB))
-    copy = {"method": {"name": "copy-image"}, "stores": ["fs2"]}
-    admin = {"X-Auth-Token": stack.token("admin")}
-    try:
+    with all_running(quota_gateway(tmp_path, stack, projQ, limit, redis_server)
+                     for limit in (3 * MiB, 5 * MiB)) as (tight, roomy):
+        copy = {"method": {"name": "copy-image"}, "stores": ["fs2"]}
+        admin = {"X-Auth-Token": stack.token("admin")}
         assert put(httpx.Client(base_url=tight.url), image_id, stack.token("userQ"),
                    os.urandom(2 * MiB)).status_code == 204
         r = httpx.post(f"{tight.url}/v2/images/{image_id}/import", json=copy, headers=admin, timeout=30)
@@ -305,17 +169,13 @@ def test_copy_image_into_another_store_is_charged_for_the_copy(stack, projQ, tmp
         assert r.status_code == 202, r.text
         wait_until(lambda: stack.image(image_id)["stores"] == "fs,fs2", "the copy into fs2")
         assert_usage(stack, projQ, 4 * MiB, redis_server)
-    finally:
-        stop(tight.proc)
-        stop(roomy.proc)
 
 
 @pytest.mark.parametrize("rule, status", [("refuse", 413), ("allow", 400)])
 def test_web_download_follows_the_configured_rule(stack, projQ, tmp_path, rule, status):
     """Its size is unknown: refused by default; `allow` leaves it to Glance
     (whose cloud-in-a-box does not enable web-download: 400)."""
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, remote_import=rule)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 3 * MiB, remote_import=rule) as gw:
         image_id = stack.create_image(user="userQ")
         r = httpx.post(f"{gw.url}/v2/images/{image_id}/import", timeout=30,
                        json={"method": {"name": "web-download", "uri": "http://127.0.0.1:1/image"}},
@@ -327,13 +187,10 @@ def test_web_download_follows_the_configured_rule(stack, projQ, tmp_path, rule, 
         metrics = httpx.get(gw.metrics_url).text
         reason = "quota" if rule == "refuse" else "bad_request"
         assert f'glance_gate_imports_total{{method="web-download",reason="{reason}"}} 1.0' in metrics
-    finally:
-        stop(gw.proc)
 
 
 def test_import_needs_a_token_and_the_owner(stack, projQ, tmp_path):
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB)
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 3 * MiB) as gw:
         client = httpx.Client(base_url=gw.url, timeout=30)
         image_id = stack.create_image(user="userQ")
         body = {"method": {"name": "glance-direct"}}
@@ -341,36 +198,29 @@ def test_import_needs_a_token_and_the_owner(stack, projQ, tmp_path):
         r = client.post(f"/v2/images/{image_id}/import", json=body, headers={"X-Auth-Token": stack.token("userB")})
         assert_refusal(r, 404, "no image")
         stack.assert_untouched(image_id)
-    finally:
-        stop(gw.proc)
 
 
 def test_redis_down_fails_closed_by_default(stack, projQ, tmp_path):
     server = RedisServer(tmp_path / "redis").start()
-    closed = gateway(tmp_path, stack, projQ, 3 * MiB, server)
-    open_ = gateway(tmp_path, stack, projQ, 3 * MiB, server, ledger_down="allow")
-    server.stop()
-    token = stack.token("userQ")
-    try:
+    with all_running([quota_gateway(tmp_path, stack, projQ, 3 * MiB, server),
+                      quota_gateway(tmp_path, stack, projQ, 3 * MiB, server, ledger_down="allow")]) as (closed, open_):
+        server.stop()
+        token = stack.token("userQ")
         image_id = stack.create_image(user="userQ")
         assert_refusal(put(httpx.Client(base_url=closed.url), image_id, token), 503, "redis")
         stack.assert_untouched(image_id)
         assert put(httpx.Client(base_url=open_.url), image_id, token).status_code == 204
         wait_until(lambda: 'glance_gate_dependency_up{dependency="redis"} 0.0' in httpx.get(closed.metrics_url).text,
                    "the gateway's probe to report Redis down", 15)
-    finally:
-        stop(closed.proc)
-        stop(open_.proc)
 
 
 def test_kill_9_mid_upload_the_reservation_expires_with_its_lease(stack, projQ, tmp_path, redis_server):
     """One gateway is killed while it streams a 2 MiB upload out of a 3 MiB
     quota: its reservation outlives it only until the lease runs out, and
     Glance puts the image back to `queued`."""
-    doomed = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
-    survivor = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
-    token = stack.token("userQ")
-    try:
+    with all_running(quota_gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
+                     for _ in range(2)) as (doomed, survivor):
+        token = stack.token("userQ")
         image_id, other = stack.create_image(user="userQ"), stack.create_image(user="userQ")
         slow = Slow(MiB, MiB)
         thread, _ = in_thread(put, httpx.Client(base_url=doomed.url, timeout=60), image_id, token, slow,
@@ -395,19 +245,6 @@ def test_kill_9_mid_upload_the_reservation_expires_with_its_lease(stack, projQ, 
         stack.glance_took_up(image_id, 1)
         stack.assert_untouched(image_id, cut=True)
         assert_usage(stack, projQ, 2 * MiB, redis_server)
-    finally:
-        stop(survivor.proc)
-        if doomed.proc.poll() is None:
-            stop(doomed.proc)
-
-
-def system_token(stack: Stack) -> str:
-    body = {"auth": {"identity": {"methods": ["password"], "password": {"user": {
-        "name": "admin", "password": stack.user("admin")["password"], "domain": {"name": "Default"}}}},
-        "scope": {"system": {"all": True}}}}
-    r = stack.http.post(f"{stack.keystone}/v3/auth/tokens?nocatalog", json=body)
-    assert r.status_code == 201, r.text
-    return r.headers["X-Subject-Token"]
 
 
 def test_keystone_unified_limits_win_over_config(stack, projQ, tmp_path, redis_server):
@@ -423,17 +260,17 @@ def test_keystone_unified_limits_win_over_config(stack, projQ, tmp_path, redis_s
                         json={"limits": [{**query, "project_id": projQ, "resource_limit": 2}]})
     assert r.status_code == 201, r.text
     limit_id = r.json()["limits"][0]["id"]
-    gw = gateway(tmp_path, stack, projQ, -1, redis_server, keystone_limits=True, region=stack.cloud["region"])
-    token = stack.token("userQ")
     try:
-        client = httpx.Client(base_url=gw.url, timeout=60)
-        image_id = stack.create_image(user="userQ")
-        assert_refusal(put(client, image_id, token, os.urandom(3 * MiB)), 413, str(2 * MiB))
-        stack.assert_untouched(image_id)
-        assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
-        assert_usage(stack, projQ, 2 * MiB, redis_server)
+        with quota_gateway(tmp_path, stack, projQ, -1, redis_server, keystone_limits=True,
+                           region=stack.cloud["region"]) as gw:
+            token = stack.token("userQ")
+            client = httpx.Client(base_url=gw.url, timeout=60)
+            image_id = stack.create_image(user="userQ")
+            assert_refusal(put(client, image_id, token, os.urandom(3 * MiB)), 413, str(2 * MiB))
+            stack.assert_untouched(image_id)
+            assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
+            assert_usage(stack, projQ, 2 * MiB, redis_server)
     finally:
-        stop(gw.proc)
         assert stack.http.delete(f"{keystone}/limits/{limit_id}", headers=headers).status_code == 204
 
 
@@ -451,21 +288,17 @@ def reconciliations(gw) -> float:
 def test_a_cold_project_costs_one_listing_shared_by_concurrent_uploads(stack, projQ, tmp_path, redis_server):
     """Eight first uploads at once into a project the gateway has not seen:
     Glance lists its images once, and never again for the uploads after."""
-    gw = gateway(tmp_path, stack, projQ, 100 * MiB, redis_server)
     token = stack.token("userQ")
-    images = [stack.create_image(user="userQ") for _ in range(10)]
-    before = listings(stack, projQ)
 
-    def upload(image_id: str) -> int:
+    def upload(gw: Gateway, i: int) -> int:
         with httpx.Client(base_url=gw.url, timeout=60) as client:
-            return put(client, image_id, token, os.urandom(1000)).status_code
+            return put(client, images[i], token, os.urandom(1000)).status_code
 
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            assert list(pool.map(upload, images[:8])) == [204] * 8
-        assert [upload(image_id) for image_id in images[8:]] == [204] * 2
-    finally:
-        stop(gw.proc)
+    with quota_gateway(tmp_path, stack, projQ, 100 * MiB, redis_server) as gw:
+        images = [stack.create_image(user="userQ") for _ in range(10)]
+        before = listings(stack, projQ)
+        assert at_once([gw], upload, range(8)) == [204] * 8
+        assert [upload(gw, i) for i in range(8, 10)] == [204] * 2
     assert listings(stack, projQ) - before == 1
     assert_usage(stack, projQ, 10 * 1000, redis_server)
 
@@ -474,9 +307,8 @@ def test_a_cold_project_costs_one_listing_shared_by_concurrent_uploads(stack, pr
 def test_a_delete_through_the_gateway_frees_its_bytes_for_the_very_next_upload(stack, projQ, tmp_path,
                                                                                request, ledger):
     server = request.getfixturevalue("redis_server") if ledger == "redis" else None
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, server)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 3 * MiB, server) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         stored, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
         data = os.urandom(2 * MiB)
@@ -486,16 +318,13 @@ def test_a_delete_through_the_gateway_frees_its_bytes_for_the_very_next_upload(s
         assert put(client, waiting, token, data).status_code == 204
         assert_usage(stack, projQ, 2 * MiB, server)
         assert reconciliations(gw) == 0  # the delete did it, not a reconciliation
-    finally:
-        stop(gw.proc)
 
 
 def test_a_copy_deleted_from_a_store_through_the_gateway_frees_its_bytes(stack, projQ, tmp_path, redis_server):
     """A 2 MiB image copied into the second store counts twice; deleting that
     copy (DELETE /v2/stores/fs2/{id}) through the gateway frees one."""
-    gw = gateway(tmp_path, stack, projQ, 5 * MiB, redis_server)
-    token, admin = stack.token("userQ"), {"X-Auth-Token": stack.token("admin")}
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 5 * MiB, redis_server) as gw:
+        token, admin = stack.token("userQ"), {"X-Auth-Token": stack.token("admin")}
         client = httpx.Client(base_url=gw.url, timeout=60)
         image_id, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
         assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
@@ -510,29 +339,26 @@ def test_a_copy_deleted_from_a_store_through_the_gateway_frees_its_bytes(stack, 
         assert_usage(stack, projQ, 2 * MiB, redis_server)
         assert put(client, waiting, token, data).status_code == 204
         assert_usage(stack, projQ, 4 * MiB, redis_server)
-    finally:
-        stop(gw.proc)
 
 
 def test_a_new_owner_takes_the_bytes_along(stack, projQ, tmp_path, redis_server):
     """An admin gives projQ's image to projB through the gateway: projQ's bytes are free at once."""
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server)
-    token = stack.token("userQ")
     try:
-        client = httpx.Client(base_url=gw.url, timeout=60)
-        given, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
-        data = os.urandom(2 * MiB)
-        assert put(client, given, token, data).status_code == 204
-        assert_refusal(put(client, waiting, token, data), 413, "quota")
-        r = client.patch(f"/v2/images/{given}", json=[{"op": "replace", "path": "/owner",
-                                                      "value": stack.user("userB")["project_id"]}],
-                         headers={"X-Auth-Token": stack.token("admin"),
-                                  "Content-Type": "application/openstack-images-v2.1-json-patch"})
-        assert r.status_code == 200, r.text
-        assert put(client, waiting, token, data).status_code == 204
-        assert_usage(stack, projQ, 2 * MiB, redis_server)
+        with quota_gateway(tmp_path, stack, projQ, 3 * MiB, redis_server) as gw:
+            token = stack.token("userQ")
+            client = httpx.Client(base_url=gw.url, timeout=60)
+            given, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
+            data = os.urandom(2 * MiB)
+            assert put(client, given, token, data).status_code == 204
+            assert_refusal(put(client, waiting, token, data), 413, "quota")
+            r = client.patch(f"/v2/images/{given}", json=[{"op": "replace", "path": "/owner",
+                                                          "value": stack.user("userB")["project_id"]}],
+                             headers={"X-Auth-Token": stack.token("admin"),
+                                      "Content-Type": "application/openstack-images-v2.1-json-patch"})
+            assert r.status_code == 200, r.text
+            assert put(client, waiting, token, data).status_code == 204
+            assert_usage(stack, projQ, 2 * MiB, redis_server)
     finally:
-        stop(gw.proc)
         stack.delete_image(given, user="admin")
 
 
@@ -541,9 +367,8 @@ def test_a_delete_made_directly_at_glance_frees_its_bytes_after_one_reconciliati
     """Behind the gateway's back the ledger is off by the delete's bytes
     (README's bound), until the next reconciliation."""
     period = 4  # seconds between reconciliations: the steps below take a fraction of it
-    gw = gateway(tmp_path, stack, projQ, 3 * MiB, redis_server, reconcile_seconds=period)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 3 * MiB, redis_server, reconcile_seconds=period) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         stored, waiting = stack.create_image(user="userQ"), stack.create_image(user="userQ")
         data = os.urandom(2 * MiB)
@@ -557,8 +382,6 @@ def test_a_delete_made_directly_at_glance_frees_its_bytes_after_one_reconciliati
         assert put(client, waiting, token, data).status_code == 204
         assert_usage(stack, projQ, 2 * MiB, redis_server)
         assert gw.metric("glance_gate_quota_drift_bytes_sum") == 2 * MiB
-    finally:
-        stop(gw.proc)
 
 
 def test_reconciliation_while_uploads_race_lets_nothing_over_the_quota(stack, projQ, tmp_path, redis_server):
@@ -566,25 +389,16 @@ def test_reconciliation_while_uploads_race_lets_nothing_over_the_quota(stack, pr
     2.4× the quota in all: the listings land between reservations and commits.
     (Each listing is two requests, visible and hidden images: a shorter period
     keeps Glance's one worker too busy to answer the uploads' image lookups.)"""
-    quota = 10 * MiB
-    gateways = [gateway(tmp_path, stack, projQ, quota, redis_server, reconcile_seconds=0.1) for _ in range(2)]
-    rng = random.Random(7)
-    sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
-    token = stack.token("userQ")
-    images = [stack.create_image(user="userQ") for _ in sizes]
-    # Seeded once, so the reconciliations run throughout the race.
-    assert put(httpx.Client(base_url=gateways[0].url, timeout=60), images[0], token, b"x").status_code == 204
-    quota -= 1
-
-    def upload(i: int) -> int:
-        body = chunks(sizes[i]) if i % 2 else os.urandom(sizes[i])
-        with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
-            return put(client, images[i], token, body).status_code
-
-    try:
+    quota = UploadRace.QUOTA
+    with all_running(quota_gateway(tmp_path, stack, projQ, quota, redis_server, reconcile_seconds=0.1)
+                     for _ in range(2)) as gateways:
+        race = UploadRace(stack, seed=7)
+        sizes, images = race.sizes, race.images
+        # Seeded once, so the reconciliations run throughout the race.
+        assert put(httpx.Client(base_url=gateways[0].url, timeout=60), images[0], race.token, b"x").status_code == 204
+        quota -= 1
         before = sum(map(reconciliations, gateways))
-        with ThreadPoolExecutor(len(sizes) - 1) as pool:
-            statuses = list(pool.map(upload, range(1, len(sizes))))
+        statuses = race.run(gateways, first=1)
         during = sum(map(reconciliations, gateways)) - before
         accepted = sum(size for size, status in zip(sizes[1:], statuses) if status == 204)
         for i, status in enumerate(statuses, 1):
@@ -595,9 +409,6 @@ def test_reconciliation_while_uploads_race_lets_nothing_over_the_quota(stack, pr
         after = sum(map(reconciliations, gateways))
         wait_until(lambda: sum(map(reconciliations, gateways)) >= after + 4, "reconciliations after the race")
         assert_usage(stack, projQ, accepted + 1, redis_server)
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
     print(f"\n{during:.0f} reconciliations during the race; accepted {accepted} of {quota} bytes")
     assert during >= 2
     assert set(statuses) == {204, 413}, statuses

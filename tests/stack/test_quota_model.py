@@ -4,20 +4,18 @@ give their figures, dry-run, and limits read in the gateway's own region."""
 from __future__ import annotations
 
 import os
-import random
 import re
 import subprocess
 import sys
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.support.stack import Stack, stop, wait_until
-from tests.stack.test_quota import (MiB, Slow, chunks, gateway, glance_usage, in_thread, ledger_usage,  # noqa: F401
-                              projQ, redis_module, redis_server, system_token, wait_saving)
-from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.api import assert_refusal, put
+from tests.support.quota import (MiB, Slow, UploadRace, chunks, glance_usage, in_thread, ledger_usage, quota_gateway,
+                                 system_token, wait_saving)
+from tests.support.stack import Stack, all_running, at_once, wait_until
 
 FIGURES = re.compile(r"used or reserved (\d+) \w+, limit (\d+), needed (\d+)\)")
 
@@ -33,9 +31,8 @@ def figures(response: httpx.Response) -> tuple[int, int, int]:
 def test_a_refusal_gives_the_figures_of_the_ledger(stack, projQ, tmp_path, redis_server):
     """The 413 names the resource, the project's usage, its limit and what the
     upload needed; the usage is the ledger's (and Glance's), the audit line the same."""
-    gw = gateway(tmp_path, stack, projQ, 5 * MiB, redis_server)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 5 * MiB, redis_server) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         assert put(client, stack.create_image(user="userQ"), token, os.urandom(3 * MiB)).status_code == 204
         stored = ledger_usage(redis_server, projQ)
@@ -57,8 +54,6 @@ def test_a_refusal_gives_the_figures_of_the_ledger(stack, projQ, tmp_path, redis
         stack.assert_untouched(image_id, cut=True)
         wait_until(lambda: ledger_usage(redis_server, projQ) == stored, "the cut upload released")
         assert glance_usage(stack, projQ) == stored
-    finally:
-        stop(gw.proc)
     refused = [r["quota"] for r in gw.audit() if r["status"] == 413]
     assert refused == [{"resource": "image_size_total", "project": projQ, "used": u, "limit": lim, "needed": n}
                        for u, lim, n in (figures(declared), figures(cut))]
@@ -69,28 +64,16 @@ def test_dry_run_passes_every_would_be_refusal_and_counts_it_once(stack, projQ, 
     two gateways on one Redis) with quota.enforce = "dry-run": every upload
     passes; each one the quota would have refused is counted and audited once,
     and those it would have let through fit the quota, as with enforcement."""
-    quota = 10 * MiB
-    gateways = [gateway(tmp_path, stack, projQ, quota, redis_server, enforce="dry-run") for _ in range(2)]
-    rng = random.Random(4)
-    sizes = [rng.randrange(MiB // 2, 3 * MiB // 2) for _ in range(24)]
-    token = stack.token("userQ")
-    images = [stack.create_image(user="userQ") for _ in sizes]
-
-    def upload(i: int) -> int:
-        body = chunks(sizes[i]) if i % 2 else os.urandom(sizes[i])
-        with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
-            return put(client, images[i], token, body).status_code
-
-    try:
-        with ThreadPoolExecutor(len(sizes)) as pool:
-            statuses = list(pool.map(upload, range(len(sizes))))
+    quota = UploadRace.QUOTA
+    with all_running(quota_gateway(tmp_path, stack, projQ, quota, redis_server, enforce="dry-run")
+                     for _ in range(2)) as gateways:
+        race = UploadRace(stack, seed=4)
+        sizes, images = race.sizes, race.images
+        statuses = race.run(gateways)
         # Every upload is committed, the ones past the quota too: the ledger counts what Glance stores.
         wait_until(lambda: ledger_usage(redis_server, projQ) == sum(sizes), "every upload committed")
         counted = sum(gw.metric("glance_gate_quota_would_refuse_total", resource="image_size_total")
                       for gw in gateways)
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
     assert statuses == [204] * len(sizes)
     records = {r["image_id"]: r for gw in gateways for r in gw.audit()}
     assert len(records) == len(sizes) == sum(len(gw.audit()) for gw in gateways)
@@ -104,15 +87,12 @@ def test_dry_run_passes_every_would_be_refusal_and_counts_it_once(stack, projQ, 
 
 
 def test_token_and_state_are_enforced_in_dry_run(stack, projQ, tmp_path):
-    gw = gateway(tmp_path, stack, projQ, MiB, enforce="dry-run")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, MiB, enforce="dry-run") as gw:
         client = httpx.Client(base_url=gw.url, timeout=60)
         image_id = stack.create_image(user="userQ")
         assert_refusal(put(client, image_id, "not-a-token", os.urandom(2 * MiB)), 401, "authentication")
         assert put(client, image_id, stack.token("userQ"), os.urandom(2 * MiB)).status_code == 204
         assert_refusal(put(client, image_id, stack.token("userQ"), b"x"), 409, "status")
-    finally:
-        stop(gw.proc)
     assert [r["status"] for r in gw.audit()] == [401, 204, 409]
     assert [("would_refuse" in r) for r in gw.audit()] == [False, True, False]
 
@@ -163,9 +143,8 @@ def test_keystone_limits_are_read_in_the_gateways_region(stack, projQ, tmp_path,
                 limits.set("image_size_total", mib, region, project=projQ)
             else:
                 limits.set("image_size_total", mib, region)
-        gw = gateway(tmp_path, stack, projQ, -1, keystone_limits=True, region="RegionOne")
-        token = stack.token("userQ")
-        try:
+        with quota_gateway(tmp_path, stack, projQ, -1, keystone_limits=True, region="RegionOne") as gw:
+            token = stack.token("userQ")
             client = httpx.Client(base_url=gw.url, timeout=60)
             image_id = stack.create_image(user="userQ")
             refused = put(client, image_id, token, os.urandom(3 * MiB))
@@ -173,8 +152,6 @@ def test_keystone_limits_are_read_in_the_gateways_region(stack, projQ, tmp_path,
             assert figures(refused) == (0, 2 * MiB, 3 * MiB)
             stack.assert_untouched(image_id)
             assert put(client, image_id, token, os.urandom(2 * MiB)).status_code == 204
-        finally:
-            stop(gw.proc)
     finally:
         limits.restore()
 
@@ -200,11 +177,10 @@ def test_image_count_race_over_two_gateways_never_passes_the_limit(stack, projQ,
     created (every one while there was room), the rest 413 with the figures;
     Glance and the ledger count 4; a delete through the gateway frees a slot."""
     limit, token = 4, stack.token("userQ")
-    gateways = [gateway(tmp_path, stack, projQ, -1, redis_server, max_images=limit) for _ in range(2)]
     entry = f"{projQ}/image_count_total"
-    try:
-        with ThreadPoolExecutor(12) as pool:
-            responses = list(pool.map(lambda i: create(gateways[i % 2], token, i), range(12)))
+    with all_running(quota_gateway(tmp_path, stack, projQ, -1, redis_server, max_images=limit)
+                     for _ in range(2)) as gateways:
+        responses = at_once(gateways, lambda gw, i: create(gw, token, i), range(12))
         statuses = [r.status_code for r in responses]
         print(f"\nimage_count_total race: {statuses.count(201)} created of limit {limit}, "
               f"{statuses.count(413)} refused")
@@ -224,18 +200,14 @@ def test_image_count_race_over_two_gateways_never_passes_the_limit(stack, projQ,
         assert create(gateways[0], token).status_code == 201
         assert_refusal(create(gateways[1], token), 413, "image_count_total")
         assert glance_counts(stack, projQ)["image_count_total"] == limit
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
 
 
 def test_staged_bytes_count_until_the_import_that_consumes_them_ends(stack, projQ, tmp_path):
     """stage_bytes = 3 MiB: what is staged holds its bytes after the stage's
     204, until the glance-direct import of it ends, or its image is deleted."""
-    gw = gateway(tmp_path, stack, projQ, -1, stage_bytes=3 * MiB)
-    token = stack.token("userQ")
-    first, second, third = (stack.create_image(user="userQ") for _ in range(3))
-    try:
+    with quota_gateway(tmp_path, stack, projQ, -1, stage_bytes=3 * MiB) as gw:
+        token = stack.token("userQ")
+        first, second, third = (stack.create_image(user="userQ") for _ in range(3))
         client = httpx.Client(base_url=gw.url, timeout=60)
         assert put(client, first, token, os.urandom(2 * MiB), route="stage").status_code == 204
         refused = put(client, second, token, os.urandom(2 * MiB), route="stage")
@@ -258,8 +230,6 @@ def test_staged_bytes_count_until_the_import_that_consumes_them_ends(stack, proj
         assert client.delete(f"/v2/images/{second}", headers={"X-Auth-Token": token}).status_code == 204
         assert glance_counts(stack, projQ)["image_stage_total"] == 2 * MiB
         assert put(client, stack.create_image(user="userQ"), token, os.urandom(MiB), route="stage").status_code == 204
-    finally:
-        stop(gw.proc)
 
 
 def test_no_refusal_while_there_is_room_for_chunked_uploads(stack, projQ, tmp_path, redis_server):
@@ -269,20 +239,15 @@ def test_no_refusal_while_there_is_room_for_chunked_uploads(stack, projQ, tmp_pa
     the room is accepted depends on how the uploads interleave (5 fit: 0.875,
     and 4: 0.700, were both seen): bench/quota_race.py measures it, over rounds."""
     room, size = 40 * MiB, 7 * MiB
-    gateways = [gateway(tmp_path, stack, projQ, room, redis_server) for _ in range(2)]
     token = stack.token("userQ")
-    images = [stack.create_image(user="userQ") for _ in range(8)]
 
-    def upload(i: int) -> int:
-        with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
+    def upload(gw, i: int) -> int:
+        with httpx.Client(base_url=gw.url, timeout=120) as client:
             return put(client, images[i], token, chunks(size)).status_code
 
-    try:
-        with ThreadPoolExecutor(8) as pool:
-            statuses = list(pool.map(upload, range(8)))
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
+    with all_running(quota_gateway(tmp_path, stack, projQ, room, redis_server) for _ in range(2)) as gateways:
+        images = [stack.create_image(user="userQ") for _ in range(8)]
+        statuses = at_once(gateways, upload, range(8))
     accepted = statuses.count(204) * size
     print(f"\nchunked race: accepted {accepted // MiB} MiB of {room // MiB} MiB room = {accepted / room:.3f}")
     assert set(statuses) <= {204, 413}, statuses
@@ -311,9 +276,8 @@ def test_operators_can_ask_what_the_ledger_holds(stack, projQ, tmp_path, redis_s
     """`glance-gate usage` prints the shared ledger's usage, reservations and
     limits; `glance-gate reconcile` re-lists a project now; the near-limit
     gauge shows projQ only while it is over quota.warn_ratio."""
-    gw = gateway(tmp_path, stack, projQ, 4 * MiB, redis_server, warn_ratio=0.5, max_images=10)
-    token = stack.token("userQ")
-    try:
+    with quota_gateway(tmp_path, stack, projQ, 4 * MiB, redis_server, warn_ratio=0.5, max_images=10) as gw:
+        token = stack.token("userQ")
         client = httpx.Client(base_url=gw.url, timeout=60)
         stored = stack.create_image(user="userQ")
         assert put(client, stored, token, os.urandom(3 * MiB)).status_code == 204
@@ -335,8 +299,6 @@ def test_operators_can_ask_what_the_ledger_holds(stack, projQ, tmp_path, redis_s
 
         assert put(client, stack.create_image(user="userQ"), token, b"x" * 1000).status_code == 204
         assert near_limit_series(gw, projQ) == []
-    finally:
-        stop(gw.proc)
 
 
 def refused_at(r: httpx.Response, resource: str, used: int, limit: int, needed: int) -> None:
@@ -355,8 +317,7 @@ def test_each_resource_is_read_from_keystone_in_the_gateways_region(stack, projQ
         limits.set(resource, -1, "RegionTLS")  # a project limit needs a registered one
         limits.set(resource, 100, "RegionTLS", project=projQ)
         limits.set(resource, small, "RegionOne", project=projQ)
-        gw = gateway(tmp_path, stack, projQ, -1, keystone_limits=True, region="RegionOne")
-        try:
+        with quota_gateway(tmp_path, stack, projQ, -1, keystone_limits=True, region="RegionOne") as gw:
             client = httpx.Client(base_url=gw.url, timeout=60)
             image_id = stack.create_image(user="userQ")
             if resource == "image_stage_total":
@@ -377,8 +338,6 @@ def test_each_resource_is_read_from_keystone_in_the_gateways_region(stack, projQ
                 slow.go.set()
                 thread.join(60)
                 assert result["response"].status_code == 204
-        finally:
-            stop(gw.proc)
     finally:
         limits.restore()
 
@@ -386,20 +345,16 @@ def test_each_resource_is_read_from_keystone_in_the_gateways_region(stack, projQ
 def test_staging_race_over_two_gateways_never_passes_the_limit(stack, projQ, tmp_path, redis_server):
     """10 stages of 1 MiB at once over two gateways on one Redis, stage_bytes =
     4 MiB: 4 staged, the rest 413 untouched; Glance's own staging usage is 4 MiB."""
-    gateways = [gateway(tmp_path, stack, projQ, -1, redis_server, stage_bytes=4 * MiB) for _ in range(2)]
     token = stack.token("userQ")
-    images = [stack.create_image(user="userQ") for _ in range(10)]
 
-    def stage(i: int) -> int:
-        with httpx.Client(base_url=gateways[i % 2].url, timeout=60) as client:
+    def stage(gw, i: int) -> int:
+        with httpx.Client(base_url=gw.url, timeout=60) as client:
             return put(client, images[i], token, os.urandom(MiB), route="stage").status_code
 
-    try:
-        with ThreadPoolExecutor(10) as pool:
-            statuses = list(pool.map(stage, range(10)))
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
+    with all_running(quota_gateway(tmp_path, stack, projQ, -1, redis_server, stage_bytes=4 * MiB)
+                     for _ in range(2)) as gateways:
+        images = [stack.create_image(user="userQ") for _ in range(10)]
+        statuses = at_once(gateways, stage, range(10))
     print(f"\nimage_stage_total race: {statuses.count(204)} MiB staged of limit 4 MiB")
     assert sorted(statuses) == [204] * 4 + [413] * 6, statuses
     assert glance_counts(stack, projQ)["image_stage_total"] == 4 * MiB
@@ -413,15 +368,14 @@ def test_uploads_cap_race_over_two_gateways(stack, projQ, tmp_path, redis_server
     """6 uploads at once over two gateways on one Redis, max_uploads = 2, each
     body held open until all six are decided: 2 forwarded and stored, 4
     refused (413, image_count_uploading) and untouched."""
-    gateways = [gateway(tmp_path, stack, projQ, -1, redis_server, max_uploads=2) for _ in range(2)]
-    token = stack.token("userQ")
-    images = [stack.create_image(user="userQ") for _ in range(6)]
-    bodies = [Slow(64 * 1024, 64 * 1024) for _ in images]
-
     def decided() -> list[dict]:
         return [r for gw in gateways for r in gw.audit()]
 
-    try:
+    with all_running(quota_gateway(tmp_path, stack, projQ, -1, redis_server, max_uploads=2)
+                     for _ in range(2)) as gateways:
+        token = stack.token("userQ")
+        images = [stack.create_image(user="userQ") for _ in range(6)]
+        bodies = [Slow(64 * 1024, 64 * 1024) for _ in images]
         runs = [in_thread(put, httpx.Client(base_url=gateways[i % 2].url, timeout=60), images[i], token, bodies[i])
                 for i in range(6)]
         wait_until(lambda: len(decided()) == 4, "four refusals")  # a refusal is audited as it is made
@@ -430,9 +384,6 @@ def test_uploads_cap_race_over_two_gateways(stack, projQ, tmp_path, redis_server
         for thread, _ in runs:
             thread.join(60)
         wait_until(lambda: len(decided()) == 6, "every upload audited")
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
     records = decided()
     print(f"\nimage_count_uploading race: {sum(r['status'] == 204 for r in records)} forwarded of cap 2")
     assert sorted(r["status"] for r in records) == [204] * 2 + [413] * 4

@@ -21,9 +21,9 @@ from policy.exceptions import Unavailable
 from policy.quota.ledger import Usage
 from policy.quota.redis_ledger import RedisLedger
 from tests.support.redis_server import SentinelGroup
-from tests.support.stack import Stack, start_gateway, stop, wait_until
-from tests.stack.test_quota import MiB, chunks, glance_usage, projQ  # noqa: F401  (projQ: a fixture)
-from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.api import assert_refusal, put
+from tests.support.quota import MiB, chunks, glance_usage
+from tests.support.stack import Stack, all_running, start_gateway, wait_until
 
 QUOTA = 10 * MiB
 # The bound README states for uploads to be answered 204 again after the
@@ -47,7 +47,7 @@ def throttled(size: int, seconds: float):
         yield part
 
 
-def test_a_failover_loses_nothing_and_uploads_resume(stack: Stack, projQ, tmp_path, sentinels):  # noqa: F811
+def test_a_failover_loses_nothing_and_uploads_resume(stack: Stack, projQ, tmp_path, sentinels):
     """A first wave of uploads reserves most of the quota and streams for 15 s
     (three: Glance's four threads must keep one for the gateways' lookups); the
     primary is killed once they are reserved. Probes (another project) measure
@@ -55,30 +55,29 @@ def test_a_failover_loses_nothing_and_uploads_resume(stack: Stack, projQ, tmp_pa
     races for the rest while the first still streams: had the new primary lost
     the first wave's reservations, it would let the second through."""
     probe_project = stack.user("userB")["project_id"]
-    gateways = [start_gateway(tmp_path, stack, quota={projQ: QUOTA, probe_project: 1024 ** 4},
-                              quota_settings={"ledger": "redis", "redis_url": sentinels.url, "chunk_bytes": MiB})
-                for _ in range(2)]
-    sizes = [3 * MiB, 3 * MiB, 7 * MiB // 2] + [MiB] * 8
-    first = 3
-    token, probe_token = stack.token("userQ"), stack.token("userB")
-    images = [stack.create_image(user="userQ") for _ in sizes]
-    probes = [stack.create_image(user="userB") for _ in range(120)]
-    doomed = sentinels.primary()
-    # Tokens cached and both projects' usage seeded: the decisions are the ledger's alone.
-    warm = [stack.create_image(user="userQ") for _ in gateways]
-    for gw, image_id, probe_id in zip(gateways, warm, probes[-2:]):
-        client = httpx.Client(base_url=gw.url, timeout=60)
-        assert put(client, image_id, token, b"w" * 1000).status_code == 204
-        assert put(client, probe_id, probe_token, b"p" * 1000).status_code == 204
+    with all_running(start_gateway(tmp_path, stack, quota={projQ: QUOTA, probe_project: 1024 ** 4},
+                                   quota_settings={"ledger": "redis", "redis_url": sentinels.url, "chunk_bytes": MiB})
+                     for _ in range(2)) as gateways:
+        sizes = [3 * MiB, 3 * MiB, 7 * MiB // 2] + [MiB] * 8
+        first = 3
+        token, probe_token = stack.token("userQ"), stack.token("userB")
+        images = [stack.create_image(user="userQ") for _ in sizes]
+        probes = [stack.create_image(user="userB") for _ in range(120)]
+        doomed = sentinels.primary()
+        # Tokens cached and both projects' usage seeded: the decisions are the ledger's alone.
+        warm = [stack.create_image(user="userQ") for _ in gateways]
+        for gw, image_id, probe_id in zip(gateways, warm, probes[-2:]):
+            client = httpx.Client(base_url=gw.url, timeout=60)
+            assert put(client, image_id, token, b"w" * 1000).status_code == 204
+            assert put(client, probe_id, probe_token, b"p" * 1000).status_code == 204
 
-    def upload(i: int) -> int:
-        # The first wave declares its sizes (Content-Length); the second, half chunked.
-        body = throttled(sizes[i], 15) if i < first else os.urandom(sizes[i])
-        headers = {} if i >= first and i % 2 else {"Content-Length": str(sizes[i])}
-        with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
-            return put(client, images[i], token, body, headers=headers).status_code
+        def upload(i: int) -> int:
+            # The first wave declares its sizes (Content-Length); the second, half chunked.
+            body = throttled(sizes[i], 15) if i < first else os.urandom(sizes[i])
+            headers = {} if i >= first and i % 2 else {"Content-Length": str(sizes[i])}
+            with httpx.Client(base_url=gateways[i % 2].url, timeout=120) as client:
+                return put(client, images[i], token, body, headers=headers).status_code
 
-    try:
         with ThreadPoolExecutor(len(sizes)) as pool:
             started = time.monotonic()
             waves = [pool.submit(upload, i) for i in range(first)]
@@ -118,23 +117,19 @@ def test_a_failover_loses_nothing_and_uploads_resume(stack: Stack, projQ, tmp_pa
         new = wait_until(lambda: (p := sentinels.primary()) is not doomed and p, "no new primary")
         key = f"glance-gate:quota:{{{projQ}}}:usage"
         wait_until(lambda: new.cli("GET", key) == str(accepted), f"the new primary's usage is not {accepted}")
-    finally:
-        for gw in gateways:
-            stop(gw.proc)
     for image_id, status in zip(images, statuses):
         if status != 204:
             stack.assert_untouched(image_id, cut=True)
 
 
-def test_no_replica_to_acknowledge_fails_closed(stack: Stack, projQ, tmp_path, sentinels):  # noqa: F811
+def test_no_replica_to_acknowledge_fails_closed(stack: Stack, projQ, tmp_path, sentinels):
     """With no replica acknowledging a write, an upload gets 503 (a failover
     could lose its reservation), and 204 once one does again."""
-    gw = start_gateway(tmp_path, stack, quota={projQ: QUOTA},
-                       quota_settings={"ledger": "redis", "redis_url": sentinels.url})
-    token = stack.token("userQ")
-    primary = sentinels.primary()
-    replicas = [s for s in sentinels.servers if s is not primary]
-    try:
+    with start_gateway(tmp_path, stack, quota={projQ: QUOTA},
+                       quota_settings={"ledger": "redis", "redis_url": sentinels.url}) as gw:
+        token = stack.token("userQ")
+        primary = sentinels.primary()
+        replicas = [s for s in sentinels.servers if s is not primary]
         client = httpx.Client(base_url=gw.url, timeout=60)
         assert put(client, stack.create_image(user="userQ"), token).status_code == 204
         for replica in replicas:
@@ -149,8 +144,6 @@ def test_no_replica_to_acknowledge_fails_closed(stack: Stack, projQ, tmp_path, s
             for replica in replicas:
                 replica.proc.send_signal(signal.SIGCONT)
         assert put(client, image_id, token).status_code == 204
-    finally:
-        stop(gw.proc)
 
 
 def test_a_commit_during_the_failover_lands_on_the_new_primary_once(sentinels):

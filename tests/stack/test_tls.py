@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from tests.support.stack import read_all, start_gateway, stop, tls_files as files, tls_settings, wait_until
-from tests.stack.test_links import assert_links_name
+from tests.support.api import assert_links_name
 from tests.support.tls_relay import TlsRelay
 from tests.support.tokens import Provider
 

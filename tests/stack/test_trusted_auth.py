@@ -11,7 +11,7 @@ import jwt
 import pytest
 
 from tests.support.stack import start_gateway, stop
-from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.api import assert_refusal, put
 from tests.support.tokens import Provider, claims_of, hs256_with, new_key, public_pem, tampered, unsigned
 
 FORGED = {"X-Roles": "admin", "X-Role": "admin", "X-Identity-Status": "Confirmed",

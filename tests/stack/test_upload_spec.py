@@ -13,24 +13,10 @@ import uuid
 import httpx
 import pytest
 
-from tests.conftest import QUOTA_B, free_port, start_gateway, stop
+from tests.support.api import OCTET, assert_refusal, put
+from tests.support.stack import QUOTA_B, free_port, start_gateway, stop
 
 MiB = 1024 * 1024
-OCTET = {"Content-Type": "application/octet-stream"}
-
-
-def put(client, image_id, token, body=b"x" * 1024, headers=None, route="file"):
-    h = {**OCTET, **({"X-Auth-Token": token} if token is not None else {}), **(headers or {})}
-    return client.put(f"/v2/images/{image_id}/{route}", content=body, headers=h)
-
-
-def assert_refusal(response, status, reason_word):
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert body["code"] == status
-    assert body["title"]
-    assert reason_word in body["message"].lower()
-    assert response.headers["x-openstack-request-id"].startswith("req-")
 
 
 def test_204_upload_streams_to_glance(stack, gw_http):

@@ -19,7 +19,7 @@ import pytest
 
 from tests.support.redis_server import RedisServer
 from tests.support.stack import REPO, Gateway, Stack, connect, start_gateway, stop, wait_serving, wait_until
-from tests.stack.test_upload_spec import assert_refusal, put
+from tests.support.api import assert_refusal, put
 
 MiB = 1024 * 1024
 OCTET = {"Content-Type": "application/octet-stream"}

@@ -12,6 +12,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -20,6 +23,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 
 REPO = Path(__file__).resolve().parents[2]
+QUOTA_B = 4 * 1024 * 1024  # projB's quota behind the session's gateways (tests/stack/conftest.py)
 STATE = Path(os.environ.get("GLANCE_GATE_STATE", REPO / ".state"))
 
 
@@ -270,9 +274,17 @@ def write_config(path: Path, stack: Stack, *, port: int, metrics_port: int, upst
 
 
 class Gateway:
+    """A glance-gate process; `with start_gateway(...) as gw:` stops it at the end."""
+
     def __init__(self, url: str, proc: subprocess.Popen, log: Path, config: Path, metrics_port: int):
         self.url, self.proc, self.log, self.config = url, proc, log, config
         self.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        stop(self.proc)  # a no-op on a process already reaped (one a test killed)
 
     def probed(self) -> bool:
         try:
@@ -353,6 +365,21 @@ def wait_serving(gw: Gateway, workers: int, timeout: float = 60) -> None:
         if time.monotonic() > deadline:
             raise RuntimeError(f"{workers} workers not serving after {timeout} s:\n{gw.log_text()}")
         time.sleep(0.1)
+
+
+@contextmanager
+def all_running(gateways: Iterable[Gateway]) -> Iterator[list[Gateway]]:
+    """Gateways started one after the other (a generator of start_gateway
+    calls), every one started stopped at the end, even if a later one fails to start."""
+    with ExitStack() as running:
+        yield [running.enter_context(gw) for gw in gateways]
+
+
+def at_once(gateways: list[Gateway], work: Callable, indices: Iterable[int]) -> list:
+    """work(gateway, i) for every i, all at once, the i dealt round-robin over the gateways."""
+    indices = list(indices)
+    with ThreadPoolExecutor(len(indices)) as pool:
+        return list(pool.map(lambda i: work(gateways[i % len(gateways)], i), indices))
 
 
 def stop(proc: subprocess.Popen) -> None:
