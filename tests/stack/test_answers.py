@@ -24,7 +24,7 @@ import pytest
 from tests.support.api import assert_refusal, put
 from tests.support.stack import (QUOTA_B, Gateway, Stack, free_port, put_head, read_all, start_gateway, stop,
                                  tls_files, tls_settings)
-from tests.support.tls_relay import TlsRelay
+from tests.support.relay import Relay, tls_context
 
 MiB = 1024 * 1024
 
@@ -204,7 +204,7 @@ def test_503_keystone_down(stack, front, gateways, tmp_path):
 
 
 def test_503_glance_certificate_from_another_ca(stack, front, gateways, tmp_path):
-    relay = TlsRelay(("127.0.0.1", urlsplit(stack.glance).port), *tls_files(front.tls, "other"))
+    relay = Relay(urlsplit(stack.glance).port, tls=tls_context(*tls_files(front.tls, "other"))).on()
     try:
         gateways.append(gw := front.start(tmp_path, stack, upstream=relay.url,
                                           gateway_settings={"upstream_ca_file": front.tls["ca_file"]}))
@@ -212,7 +212,7 @@ def test_503_glance_certificate_from_another_ca(stack, front, gateways, tmp_path
         with front.client(gw) as c:
             assert_refusal(put(c, image_id, stack.token("userA")), 503, "glance")
     finally:
-        relay.close()
+        relay.off()
     assert relay.forwarded == 0
     stack.assert_untouched(image_id)
 

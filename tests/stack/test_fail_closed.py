@@ -28,7 +28,7 @@ def relay(stack):
     relay.off()
 
 
-def gateway(tmp_path, stack: Stack, relay: Relay, fault: str, **config) -> Gateway:
+def faulty_gateway(tmp_path, stack: Stack, relay: Relay, fault: str, **config) -> Gateway:
     """A gateway whose upstream is the relay, projA with a quota (so limits,
     usage and the ledger are asked), and `fault` injected."""
     project = stack.user("userA")["project_id"]
@@ -54,7 +54,7 @@ def upload_lines(relay: Relay, image_id: str) -> list[bytes]:
 
 @pytest.mark.parametrize("step", ["token", "image", "limits", "usage", "reserve"])
 def test_a_fault_in_a_decision_step_forwards_nothing(stack, tmp_path, relay, step):
-    gw = gateway(tmp_path, stack, relay, step)
+    gw = faulty_gateway(tmp_path, stack, relay, step)
     try:
         image_id = stack.create_image()
         r = httpx.put(f"{gw.url}/v2/images/{image_id}/file", content=b"x" * MiB, timeout=30,
@@ -79,7 +79,7 @@ def chunked_upload(gw: Gateway, image_id: str, token: str, chunks: int) -> httpx
 def test_a_fault_mid_stream_cuts_the_upload(stack, tmp_path, relay, step, chunks):
     """Raising in the stream would hand Glance a shorter, well-formed body (and
     the image would go active): the gateway cuts the upstream connection first."""
-    gw = gateway(tmp_path, stack, relay, step, quota_settings={"chunk_bytes": MiB})
+    gw = faulty_gateway(tmp_path, stack, relay, step, quota_settings={"chunk_bytes": MiB})
     try:
         image_id = stack.create_image()
         r = chunked_upload(gw, image_id, stack.token("userA"), chunks)

@@ -7,17 +7,15 @@ next upload."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
-import subprocess
 from pathlib import Path
 
 import httpx
 import pytest
 
+from tests.support.glance_server import Glance
 from tests.support.relay import Relay
-from tests.support.stack import (REPO, Gateway, Stack, connect, free_port, put_head, read_all, start_gateway, stop,
-                         wait_port, wait_until)
+from tests.support.stack import Gateway, Stack, connect, put_head, read_all, start_gateway, stop, wait_until
 
 MiB = 1024 * 1024
 DECLARED = 8 * MiB  # what each cut upload announces; the quota gateways leave exactly this much free
@@ -122,33 +120,6 @@ def test_stalled_upload_body_is_cut(stack, tmp_path):
 
 
 # -- Glance ---------------------------------------------------------------------------
-
-
-class Glance:
-    """A Glance of our own, sharing the cloud's config, database and store (as
-    scripts/cloud starts it), on a free port: killing it spares the shared one."""
-
-    def __init__(self, stack: Stack, log: Path):
-        self.stack, self.log = stack, log
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        gunicorn = Path(self.stack.cloud["venvs"]["glance"]) / "bin" / "gunicorn"
-        self.proc = subprocess.Popen(
-            [str(gunicorn), "--bind", f"127.0.0.1:{self.port}", "-w", "1", "-k", "gthread", "--threads", "4",
-             "--timeout", "600", "--no-control-socket", "--chdir", str(REPO / "scripts" / "cloud.d"),
-             "glance_wsgi:application"],
-            env={**os.environ, "OS_GLANCE_CONFIG_DIR": self.stack.cloud["glance_config_dir"]},
-            stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(self.port, self.proc, self.log, timeout=60)
-
-    def kill(self) -> None:
-        """kill -9 of gunicorn and its worker (its own process group)."""
-        assert self.proc
-        os.killpg(self.proc.pid, signal.SIGKILL)
-        self.proc.wait()
 
 
 @pytest.fixture

@@ -3,8 +3,6 @@ and port), never Glance's own address, whatever proxy headers the client sends."
 
 from __future__ import annotations
 
-import httpx
-
 from tests.support.api import assert_links_name
 
 FORGED = {"X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "gopher",

@@ -16,9 +16,9 @@ import httpx
 import pytest
 
 from addons import supervisor
+from tests.support.glance_server import Glance
 from tests.support.relay import Relay
 from tests.support.stack import connect, start_gateway, stop, wait_until
-from tests.stack.test_faults import Glance
 
 MiB = 1024 * 1024
 SIZE = 64 * MiB

@@ -1,7 +1,7 @@
 """TLS on every hop, against the cloud's HTTPS Keystone and Glance
 (CLOUD_TLS=1: gunicorn serving certificates of a test CA made at run time).
 
-Bad certificates are served by a TlsRelay in front of the real (plain)
+Bad certificates are served by a TLS Relay in front of the real (plain)
 Glance or Keystone: were the gateway not to verify, the request would reach
 them and pass. Each bad case is run beside the same relay with a good
 certificate, which does pass."""
@@ -23,7 +23,7 @@ import pytest
 
 from tests.support.stack import read_all, start_gateway, stop, tls_files as files, tls_settings, wait_until
 from tests.support.api import assert_links_name
-from tests.support.tls_relay import TlsRelay
+from tests.support.relay import Relay, tls_context
 from tests.support.tokens import Provider
 
 MiB = 1024 * 1024
@@ -138,16 +138,15 @@ BAD = ["other", "expired", "wrong-name"]
 
 @pytest.fixture
 def relays(tls):
-    made: list[TlsRelay] = []
+    made: list[Relay] = []
 
-    def relay(target: str, cert: str, client_ca: Path | None = None) -> TlsRelay:
-        parts = urlsplit(target)
-        made.append(TlsRelay((parts.hostname, parts.port), *files(tls, cert), client_ca))
+    def relay(target: str, cert: str, client_ca: Path | None = None) -> Relay:
+        made.append(Relay(urlsplit(target).port, tls=tls_context(*files(tls, cert), client_ca)).on())
         return made[-1]
 
     yield relay
     for r in made:
-        r.close()
+        r.off()
 
 
 @pytest.fixture
