@@ -1,5 +1,5 @@
-"""What every test shares: hypothesis's profile, and the `stack` marker. The
-cloud's fixtures are in tests/stack/conftest.py."""
+"""What every test shares: hypothesis's profile, the `stack` marker, and Redis
+Sentinel. The cloud's fixtures are in tests/stack/conftest.py."""
 
 from __future__ import annotations
 
@@ -7,6 +7,8 @@ import os
 
 import pytest
 from hypothesis import settings
+
+from tests.support.redis_server import SentinelGroup
 
 # CI replays the same examples on every run: derandomized, with no example
 # database. Local runs stay random, so they keep finding new cases (and keep
@@ -23,3 +25,11 @@ def pytest_collection_modifyitems(items) -> None:
     for item in items:
         if CLOUD_FIXTURES & set(getattr(item, "fixturenames", ())):
             item.add_marker(pytest.mark.stack)
+
+
+@pytest.fixture
+def sentinels(tmp_path):
+    """A primary, two replicas and three sentinels on loopback."""
+    group = SentinelGroup(tmp_path / "sentinel").start()
+    yield group
+    group.stop()

@@ -2,35 +2,26 @@
 
 Every request that Glance 33 would route to an upload, a stage, an import or
 a change of an image must be read as that by the gateway, for the same image,
-or refused as ambiguous. tests/glance_oracle.py resolves each request with
+or refused as ambiguous. tests/support/glance_oracle.py resolves each request with
 Glance's own pipeline (gunicorn, WebOb, version negotiation, routes) in the
 cloud's Glance venv; the gateway's side is what the addon runs (the client's
 bytes parsed by mitmproxy, ForwardedHeaders, glance_gate.read_route), and
 what reaches the oracle is what mitmproxy would send. The seeds are
-tests/routing_corpus.txt; hypothesis grows variants of them and of generated
+tests/support/routing_corpus.txt; hypothesis grows variants of them and of generated
 requests, in batches to the oracle."""
 
 from __future__ import annotations
 
-import base64
-import json
-import subprocess
 from collections import Counter
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from mitmproxy.net.http import http1
-from mitmproxy.test import tflow
 
-from addons.forwarded import ForwardedHeaders
-from addons.glance_gate import read_route
-from policy.routes import AMBIGUOUS, CHANGE, IMPORT, STAGE, UPLOAD, Route
+from policy.routes import AMBIGUOUS, CHANGE, IMPORT, STAGE, UPLOAD
+from tests.support.routing import ID, Oracle, Variant, corpus, through_gateway
 
-ID = "0cb9328d-dd8c-41bb-b378-404b854b93b9"
-SUPPORT = Path(__file__).parents[1] / "support"
 # Glance's actions the gateway polices, and what it must read them as.
 POLICED = {("ImageDataController", "upload"): UPLOAD, ("ImageDataController", "stage"): STAGE,
            ("ImagesController", "import_image"): IMPORT, ("ImagesController", "update"): CHANGE,
@@ -39,66 +30,11 @@ POLICED = {("ImageDataController", "upload"): UPLOAD, ("ImageDataController", "s
 BATCH, BATCHES = 25, 400  # 10,000 generated variants
 
 
-@dataclass(frozen=True)
-class Variant:
-    method: str
-    target: str
-    headers: tuple[tuple[str, str], ...] = ()
-
-    def head(self) -> bytes:
-        lines = [f"{self.method} {self.target} HTTP/1.1", "Host: glance.example"]
-        lines += [f"{name}: {value}" for name, value in self.headers]
-        return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-
-    def __str__(self) -> str:
-        return " | ".join([f"{self.method} {self.target}"] + [f"{n}: {v}" for n, v in self.headers])
-
-
-def corpus() -> list[Variant]:
-    variants = []
-    for line in (SUPPORT / "routing_corpus.txt").read_text().splitlines():
-        if line.strip() and not line.startswith("#"):
-            request, *headers = (part.strip() for part in line.replace("{id}", ID).split(" | "))
-            method, target = request.split(" ", 1)
-            variants.append(Variant(method, target, tuple(tuple(h.split(": ", 1)) for h in headers)))
-    return variants
-
-
-class Oracle:
-    def __init__(self, python: Path):
-        self.proc = subprocess.Popen([str(python), str(SUPPORT / "glance_oracle.py")], text=True,
-                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
-        assert self.proc.stdout and self.proc.stdout.readline() == "ready\n", "the oracle did not start"
-
-    def route(self, heads: list[bytes]) -> list[dict]:
-        assert self.proc.stdin and self.proc.stdout
-        self.proc.stdin.write(json.dumps([base64.b64encode(h).decode() for h in heads]) + "\n")
-        self.proc.stdin.flush()
-        return json.loads(self.proc.stdout.readline())
-
-    def close(self) -> None:
-        assert self.proc.stdin
-        self.proc.stdin.close()
-        self.proc.wait(timeout=30)
-
-
 @pytest.fixture(scope="module")
 def oracle(cloud):
     oracle = Oracle(Path(cloud["venvs"]["glance"]) / "bin" / "python")
     yield oracle
     oracle.close()
-
-
-def through_gateway(variant: Variant) -> tuple[Route, bytes] | None:
-    """The gateway's route for the request, and the head it forwards; None
-    where mitmproxy refuses the request itself."""
-    try:
-        request = http1.read_request_head(variant.head().split(b"\r\n")[:-2])
-    except ValueError:
-        return None
-    flow = tflow.tflow(req=request)
-    ForwardedHeaders().requestheaders(flow)
-    return read_route(flow.request), http1.assemble_request_head(flow.request) + b"\r\n\r\n"
 
 
 def differ(oracle: Oracle, variants: list[Variant]) -> Counter:
@@ -118,14 +54,6 @@ def differ(oracle: Oracle, variants: list[Variant]) -> Counter:
 
 
 SEEDS = corpus()
-
-
-@pytest.mark.parametrize("name", ["SCRIPT_NAME", "Script_Name", "PATH_INFO", "REMOTE_USER", "X_Auth_Token",
-                                  "X_Identity_Status", "X_Roles", "X-Forwarded-Prefix", "X_Forwarded_Prefix",
-                                  "X-Forwarded-Ssl", "X-Forwarded-Protocol", "Forwarded"])
-def test_headers_a_wsgi_server_would_take_never_reach_glance(name):
-    _, head = through_gateway(Variant("PUT", f"/x/v2/images/{ID}/file", ((name, "/x"),)))
-    assert f"\n{name}:".lower().encode() not in head.lower(), head
 
 
 def test_the_corpus_reads_as_glance_routes_it(oracle):

@@ -18,7 +18,7 @@ import httpx
 import pytest
 
 from tests.support.redis_server import RedisServer
-from tests.support.stack import REPO, Gateway, Stack, connect, start_gateway, stop, wait_serving, wait_until
+from tests.support.stack import Gateway, Stack, connect, start_gateway, stop, wait_serving, wait_until
 from tests.support.api import assert_refusal, put
 
 MiB = 1024 * 1024
@@ -298,15 +298,3 @@ def test_sigterm_cuts_what_outlasts_the_drain(stack, tmp_path, redis_server):
     for upload in uploads.values():
         assert upload.finish() == 0
         stack.assert_untouched(upload.image_id, cut=True)
-
-
-def test_workers_need_a_shared_ledger(tmp_path):
-    config = tmp_path / "workers.toml"
-    text = (REPO / "config.toml").read_text()
-    assert "\nworkers = 1 " in text
-    config.write_text(text.replace("\nworkers = 1 ", "\nworkers = 2 "))
-    out = subprocess.run([str(Path(sys.executable).parent / "glance-gate"), "--config", str(config)],
-                         capture_output=True, text=True, timeout=30, cwd=REPO)
-    assert out.returncode == 2
-    assert "gateway.workers" in out.stderr and 'quota.ledger = "redis"' in out.stderr
-    assert 'quota.ledger = "memory"' in out.stderr

@@ -104,3 +104,9 @@ class SentinelGroup:
                 stop(proc)
         for server in self.servers:
             server.stop()
+
+
+# The bound README states for uploads to be answered 204 again after the
+# primary dies: Sentinel's down-after-milliseconds, its election and
+# promotion, and a gateway's next connection asking the sentinels.
+RECOVERY_BOUND_SECONDS = SentinelGroup.DOWN_AFTER_MS / 1000 + 10
