@@ -26,15 +26,12 @@ def notify_socket(tmp_path, monkeypatch):
 
 
 def test_readiness_reload_and_stop_are_notified(stack, tmp_path, notify_socket):
-    gw = start_gateway(tmp_path, stack)
-    try:
+    with start_gateway(tmp_path, stack) as gw:
         assert notify_socket.recv(4096) == b"READY=1\nSTATUS=serving"
         assert httpx.get(f"{gw.url}/versions", timeout=10).status_code == 200
         gw.proc.send_signal(signal.SIGHUP)
         assert notify_socket.recv(4096).startswith(b"RELOADING=1\nMONOTONIC_USEC=")
         assert notify_socket.recv(4096) == b"READY=1"
-    finally:
-        stop(gw.proc)
     assert notify_socket.recv(4096) == b"STOPPING=1"
 
 

@@ -13,7 +13,7 @@ import httpx
 import pytest
 
 from tests.support.relay import Relay
-from tests.support.stack import Gateway, Stack, connect, start_gateway, stop
+from tests.support.stack import Gateway, Stack, connect, start_gateway
 
 MiB = 1024 * 1024
 OCTET = "application/octet-stream"
@@ -54,8 +54,7 @@ def upload_lines(relay: Relay, image_id: str) -> list[bytes]:
 
 @pytest.mark.parametrize("step", ["token", "image", "limits", "usage", "reserve"])
 def test_a_fault_in_a_decision_step_forwards_nothing(stack, tmp_path, relay, step):
-    gw = faulty_gateway(tmp_path, stack, relay, step)
-    try:
+    with faulty_gateway(tmp_path, stack, relay, step) as gw:
         image_id = stack.create_image()
         r = httpx.put(f"{gw.url}/v2/images/{image_id}/file", content=b"x" * MiB, timeout=30,
                       headers={"X-Auth-Token": stack.token("userA"), "Content-Type": OCTET})
@@ -64,8 +63,6 @@ def test_a_fault_in_a_decision_step_forwards_nothing(stack, tmp_path, relay, ste
         stack.assert_untouched(image_id)
         record = next(r for r in gw.audit() if r["image_id"] == image_id)
         assert (record["status"], record["reason"], record["bytes_transferred"]) == (503, "internal", 0)
-    finally:
-        stop(gw.proc)
 
 
 def chunked_upload(gw: Gateway, image_id: str, token: str, chunks: int) -> httpx.Response:
@@ -79,8 +76,7 @@ def chunked_upload(gw: Gateway, image_id: str, token: str, chunks: int) -> httpx
 def test_a_fault_mid_stream_cuts_the_upload(stack, tmp_path, relay, step, chunks):
     """Raising in the stream would hand Glance a shorter, well-formed body (and
     the image would go active): the gateway cuts the upstream connection first."""
-    gw = faulty_gateway(tmp_path, stack, relay, step, quota_settings={"chunk_bytes": MiB})
-    try:
+    with faulty_gateway(tmp_path, stack, relay, step, quota_settings={"chunk_bytes": MiB}) as gw:
         image_id = stack.create_image()
         r = chunked_upload(gw, image_id, stack.token("userA"), chunks)
         assert (r.status_code, r.json()["message"]) == (503, "The gateway failed to check the request, so it was not forwarded.")
@@ -90,8 +86,6 @@ def test_a_fault_mid_stream_cuts_the_upload(stack, tmp_path, relay, step, chunks
         assert gw.metric("glance_gate_requests_total", code="503", reason="internal") == 1
         assert gw.metric("glance_gate_uploads_in_flight") == 0
         assert f"InjectedFault: injected fault in {step}" in gw.log_text()
-    finally:
-        stop(gw.proc)
 
 
 @pytest.fixture
@@ -105,21 +99,17 @@ def trusted_relay(ident):
 def test_trusted_auth_strips_forged_headers_before_anything(stack, tmp_path, trusted_relay):
     """The control: without a fault the request reaches Glance through the
     relay, with the gateway's identity and none of the forged headers."""
-    gw = start_gateway(tmp_path, stack, upstream=trusted_relay.url, identity={"trusted_auth": True})
-    try:
+    with start_gateway(tmp_path, stack, upstream=trusted_relay.url, identity={"trusted_auth": True}) as gw:
         r = httpx.get(f"{gw.url}/v2/images", headers={**FORGED, "X-Auth-Token": stack.token("userA")})
         assert r.status_code == 200
         request = re.search(rb"GET /v2/images HTTP.*?\r\n\r\n", bytes(trusted_relay.sent), re.S)[0]
         assert b"forged-project" not in request and b"x-roles: admin" not in request.lower()
         assert f"X-Project-Id: {stack.user('userA')['project_id']}".encode() in request
-    finally:
-        stop(gw.proc)
 
 
 @pytest.mark.parametrize("step, method", [("token", "GET"), ("token", "PUT"), ("image", "PUT")])
 def test_trusted_auth_fault_forwards_no_forged_header(stack, tmp_path, trusted_relay, step, method):
-    gw = start_gateway(tmp_path, stack, upstream=trusted_relay.url, identity={"trusted_auth": True}, fault=step)
-    try:
+    with start_gateway(tmp_path, stack, upstream=trusted_relay.url, identity={"trusted_auth": True}, fault=step) as gw:
         image_id = stack.create_image()
         headers = {**FORGED, "X-Auth-Token": stack.token("userA"), "Content-Type": OCTET}
         if method == "GET":
@@ -131,8 +121,6 @@ def test_trusted_auth_fault_forwards_no_forged_header(stack, tmp_path, trusted_r
         assert b"forged-project" not in sent
         assert b"GET /v2/images HTTP" not in sent and upload_lines(trusted_relay, image_id) == []
         stack.assert_untouched(image_id)
-    finally:
-        stop(gw.proc)
 
 
 @pytest.mark.parametrize("value", ["²", "٣", "1_0", " 12", "+12", "12,12", "-1", "0", "3.0", ""])
@@ -140,8 +128,7 @@ def test_image_size_is_read_as_glance_reads_it(stack, tmp_path, relay, value):
     """x-openstack-image-size: Glance answers 400 where int() of the header's
     latin-1 text fails; the gateway answers the same 400 before forwarding
     (`²` is isdigit() but not int(), which once raised inside the gateway)."""
-    gw = start_gateway(tmp_path, stack, upstream=relay.url)
-    try:
+    with start_gateway(tmp_path, stack, upstream=relay.url) as gw:
         try:
             int(value.encode().decode("latin-1"))
             expected = None
@@ -169,5 +156,3 @@ def test_image_size_is_read_as_glance_reads_it(stack, tmp_path, relay, value):
             assert b"Invalid or missing image size" not in answer
             assert len(upload_lines(relay, image_id)) == 1
         assert "Addon error" not in gw.log_text()
-    finally:
-        stop(gw.proc)

@@ -75,8 +75,7 @@ def closed_or_reset(sock: socket.socket) -> bytes:
 
 
 def test_client_disconnects_mid_upload(stack, tmp_path):
-    gw = quota_gateway(tmp_path, stack)
-    try:
+    with quota_gateway(tmp_path, stack) as gw:
         image_id = stack.create_image(user="userB")
         start_upload(gw, stack, image_id, MiB, user="userB").close()
         stack.assert_untouched(image_id, cut=True)
@@ -85,29 +84,23 @@ def test_client_disconnects_mid_upload(stack, tmp_path):
         assert 0 < record["bytes_transferred"] <= MiB
         assert gw.metric("glance_gate_requests_total", code="499", reason="client_closed") == 1
         assert_serves(gw, stack, "userB", DECLARED)
-    finally:
-        stop(gw.proc)
 
 
 def test_stalled_request_head_is_closed(stack, tmp_path):
     """Slow-loris: a request head never completed is closed after
     `client_idle_timeout_seconds` (mitmproxy's default would hold it 10 minutes)."""
-    gw = start_gateway(tmp_path, stack, client_idle_timeout=2)
-    try:
+    with start_gateway(tmp_path, stack, client_idle_timeout=2) as gw:
         sock = connect(gw.url)
         sock.sendall(b"PUT /v2/images/" + stack.create_image().encode() + b"/file HTTP/1.1\r\nHost: glance\r\n")
         assert closed_or_reset(sock) == b""
         assert_serves(gw, stack)
-    finally:
-        stop(gw.proc)
 
 
 def test_stalled_upload_body_is_cut(stack, tmp_path):
     """A body that stops after a few bytes is cut by the idle timeout: Glance
     sees the connection drop and puts the image back to `queued`. mitmproxy
     reports its own close like the client's, so it is recorded as 499."""
-    gw = start_gateway(tmp_path, stack, client_idle_timeout=2)
-    try:
+    with start_gateway(tmp_path, stack, client_idle_timeout=2) as gw:
         image_id = stack.create_image()
         sock = start_upload(gw, stack, image_id, 10)
         assert closed_or_reset(sock) == b""
@@ -115,8 +108,6 @@ def test_stalled_upload_body_is_cut(stack, tmp_path):
         record = last_audit(gw, image_id)
         assert (record["status"], record["reason"], record["bytes_transferred"]) == (499, "client_closed", 10)
         assert_serves(gw, stack)
-    finally:
-        stop(gw.proc)
 
 
 # -- Glance ---------------------------------------------------------------------------
@@ -139,8 +130,7 @@ def test_glance_killed_mid_upload(stack, tmp_path, own_glance):
     its partial file in the store, as it would without the gateway. That is
     Glance's state to clean up (delete the image). What the gateway controls: it
     never lets a second upload into that image (409)."""
-    gw = start_gateway(tmp_path, stack, upstream=own_glance.url)
-    try:
+    with start_gateway(tmp_path, stack, upstream=own_glance.url) as gw:
         image_id = stack.create_image()
         sock = start_upload(gw, stack, image_id, MiB)
         own_glance.kill()
@@ -160,8 +150,6 @@ def test_glance_killed_mid_upload(stack, tmp_path, own_glance):
         assert put(gw, waiting, stack.token("userA"), b"data").status_code == 204
         assert_serves(gw, stack)
         stack.delete_image(image_id)
-    finally:
-        stop(gw.proc)
 
 
 # -- Keystone -------------------------------------------------------------------------
@@ -207,8 +195,5 @@ def test_gateway_killed_mid_upload_and_restarted(stack, tmp_path):
     gw.proc.wait()
     assert closed_or_reset(sock) == b""
     stack.assert_untouched(image_id, cut=True)
-    gw = quota_gateway(tmp_path, stack, port=port)
-    try:
+    with quota_gateway(tmp_path, stack, port=port) as gw:
         assert_serves(gw, stack, "userB", DECLARED)
-    finally:
-        stop(gw.proc)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from tests.support.stack import Gateway, Stack, start_gateway, stop, wait_until
+from tests.support.stack import Gateway, Stack, start_gateway, wait_until
 
 OCTET = "application/octet-stream"
 
@@ -37,8 +37,7 @@ def test_misconfiguration_is_its_own_reason_and_says_what_to_fix(stack, tmp_path
         config["service_user"] = stack.user("glance")
     else:
         config["upstream"] = stack.keystone  # answers, but 404 to /v2/images
-    gw = start_gateway(tmp_path, stack, **config)
-    try:
+    with start_gateway(tmp_path, stack, **config) as gw:
         wait_until(lambda: gw.metric("glance_gate_dependency_misconfigured", dependency=dependency) == 1,
                    f"{dependency} never reported misconfigured")
         assert gw.metric("glance_gate_dependency_up", dependency=dependency) == 0
@@ -50,13 +49,10 @@ def test_misconfiguration_is_its_own_reason_and_says_what_to_fix(stack, tmp_path
             assert fix in r.json()["message"]
             assert gw.metric("glance_gate_requests_total", code="503", reason="misconfigured") == 1
             stack.assert_untouched(image_id)
-    finally:
-        stop(gw.proc)
 
 
 def test_a_healthy_gateway_reports_every_dependency_up(stack, tmp_path):
-    gw = start_gateway(tmp_path, stack, quota=quota_for_userA(stack))
-    try:
+    with start_gateway(tmp_path, stack, quota=quota_for_userA(stack)) as gw:
         for dependency in ("keystone", "glance"):
             wait_until(lambda: gw.metric("glance_gate_dependency_up", dependency=dependency) == 1,
                        f"{dependency} never up")
@@ -64,5 +60,3 @@ def test_a_healthy_gateway_reports_every_dependency_up(stack, tmp_path):
         image_id = stack.create_image()
         assert upload(gw, stack, image_id).status_code == 204
         stack.delete_image(image_id)
-    finally:
-        stop(gw.proc)

@@ -105,12 +105,9 @@ def test_offline_tries_every_public_key(jws, ident, tmp_path):
     keys.mkdir()
     (keys / "0-other.pem").write_bytes(public_pem(new_key()))
     (keys / "1-keystone.pem").write_bytes(Path(ident["jws_public_keys"], "public.pem").read_bytes())
-    gw = jws_gateway(tmp_path, jws, ident, identity={"jws_public_keys": str(keys)})
-    try:
+    with jws_gateway(tmp_path, jws, ident, identity={"jws_public_keys": str(keys)}) as gw:
         image_id = jws.create_image()
         assert put(httpx.Client(base_url=gw.url), image_id, jws.token("userA")).status_code == 204
-    finally:
-        stop(gw.proc)
 
 
 def test_offline_caller_is_never_admin(jws, offline):
@@ -156,15 +153,12 @@ def test_confirm_refuses_forged_tokens(jws, ident, confirm, kind):
 
 
 def test_confirm_fails_closed_without_keystone_but_refuses_forgeries_offline(jws, ident, tmp_path):
-    gw = jws_gateway(tmp_path, jws, ident, keystone=f"http://127.0.0.1:{free_port()}",
-                     identity={"jws_check": "confirm"})
-    try:
+    with jws_gateway(tmp_path, jws, ident, keystone=f"http://127.0.0.1:{free_port()}",
+                     identity={"jws_check": "confirm"}) as gw:
         client = httpx.Client(base_url=gw.url)
         image_id = jws.create_image()
         assert_refusal(put(client, image_id, jws.new_token("userA")), 503, "keystone")
         assert_refusal(put(client, image_id, forged(jws, ident)["wrong_key"]), 401, "authentication")
-    finally:
-        stop(gw.proc)
     jws.assert_untouched(image_id)
 
 

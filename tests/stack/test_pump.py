@@ -255,8 +255,7 @@ def test_sigterm_drain_finishes_or_cuts_pumped_downloads(stack, tmp_path, image)
     reading is cut when drain_seconds are over: a short body, then EOF."""
     image_id, data = image
     token = stack.token("userA")
-    gw = start_gateway(tmp_path, stack, gateway_settings={"drain_seconds": 3})
-    try:
+    with start_gateway(tmp_path, stack, gateway_settings={"drain_seconds": 3}) as gw:
         assert download(gw.url, image_id, token) == sha(data)
         assert gw.metric(PUMPED) > 0  # this gateway pumps
         with connect(gw.url) as fast, connect(gw.url) as stalled:
@@ -277,8 +276,6 @@ def test_sigterm_drain_finishes_or_cuts_pumped_downloads(stack, tmp_path, image)
             assert len(stalled_body) < SIZE and stalled_body == data[:len(stalled_body)]
             assert time.monotonic() - sigterm < 3 + 8  # cut by the drain, not the supervisor's kill
         assert gw.proc.wait(30) == 0
-    finally:
-        stop(gw.proc)
 
 
 @pytest.mark.parametrize("leg", ["client", "upstream"])

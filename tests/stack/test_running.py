@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import httpx
 
-from tests.support.stack import start_gateway, stop
+from tests.support.stack import start_gateway
 
 OCTET = {"Content-Type": "application/octet-stream"}
 
 
 def test_mitmdump_runs_the_same_addon(stack, tmp_path):
-    gw = start_gateway(tmp_path, stack, mitmdump=True)
-    try:
+    with start_gateway(tmp_path, stack, mitmdump=True) as gw:
         with httpx.Client(base_url=gw.url, timeout=30) as client:
             image_id = stack.create_image()
             r = client.put(f"/v2/images/{image_id}/file", content=b"x",
@@ -22,5 +21,3 @@ def test_mitmdump_runs_the_same_addon(stack, tmp_path):
                            headers={**OCTET, "X-Auth-Token": stack.token("userA")})
             assert r.status_code == 204, r.text
             assert stack.image(image_id)["size"] == len(b"via mitmdump")
-    finally:
-        stop(gw.proc)

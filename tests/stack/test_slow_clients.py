@@ -34,14 +34,11 @@ def trickle_until_closed(sock: socket.socket, data: bytes, pause: float) -> int:
 
 
 def test_a_trickled_request_head_is_closed_at_its_deadline(stack, tmp_path):
-    gw = start_gateway(tmp_path, stack, gateway_settings={"request_head_seconds": 2})
-    try:
+    with start_gateway(tmp_path, stack, gateway_settings={"request_head_seconds": 2}) as gw:
         with connect(gw.url) as sock:
             sent = trickle_until_closed(sock, HEAD, pause=0.25)  # 4 bytes a second, never idle
         assert sent < len(HEAD)
         assert gw.metric("glance_gate_connections_refused_total", reason="head_deadline") >= 1
-    finally:
-        stop(gw.proc)
 
 
 def upload_from(address: str, gw: Gateway, stack, image_id: str) -> httpx.Response:

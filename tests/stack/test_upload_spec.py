@@ -14,7 +14,7 @@ import httpx
 import pytest
 
 from tests.support.api import OCTET, assert_refusal, put
-from tests.support.stack import QUOTA_B, free_port, start_gateway, stop
+from tests.support.stack import QUOTA_B, free_port, start_gateway
 
 MiB = 1024 * 1024
 
@@ -131,12 +131,9 @@ def test_500_empty_chunked_body_never_completes_at_glance(stack, gw_http):
 
 
 def test_503_glance_unreachable(stack, tmp_path):
-    gw = start_gateway(tmp_path, stack, upstream=f"http://127.0.0.1:{free_port()}")
-    try:
+    with start_gateway(tmp_path, stack, upstream=f"http://127.0.0.1:{free_port()}") as gw:
         r = put(httpx.Client(base_url=gw.url), str(uuid.uuid4()), stack.token("userA"))
         assert_refusal(r, 503, "glance")
-    finally:
-        stop(gw.proc)
 
 
 def test_stage_gets_the_same_policy(stack, gw_http):
