@@ -8,7 +8,7 @@ from policy.config import load  # noqa: F401  (policy must import without mitmpr
 
 def test_mitmproxy_is_the_version_wire_py_was_proven_against():
     assert VERSION == "12.3.1", (
-        "mitmproxy changed: re-run tests/test_early_rejection.py and the cut tests "
+        "mitmproxy changed: re-run tests/stack/test_early_rejection.py and the cut tests "
         "(test_413_chunked..., test_500_empty_chunked...) many times, then update this pin")
 
 def test_policy_never_imports_mitmproxy():
