@@ -14,7 +14,7 @@ import pytest
 from tests.support.quota import glance_usage
 from tests.support.redis_server import RedisServer
 from tests.support.stack import (QUOTA_B, Gateway, Stack, load_cloud, load_identity_cloud, load_tls_cloud,
-                                 start_gateway, stop, tls_settings)
+                                 start_gateway, tls_settings)
 
 
 def _loaded(load) -> dict:
@@ -56,22 +56,20 @@ def gateway(stack, tmp_path_factory) -> Gateway:
         pytest.fail(f"port {port} is taken: stop the demo gateway (scripts/demo stop) first")
     except OSError:
         pass
-    gw = start_gateway(tmp_path_factory.mktemp("gw"), stack, port=port,
-                       quota={stack.user("userB")["project_id"]: QUOTA_B})
-    yield gw
-    stop(gw.proc)
+    with start_gateway(tmp_path_factory.mktemp("gw"), stack, port=port,
+                       quota={stack.user("userB")["project_id"]: QUOTA_B}) as gw:
+        yield gw
 
 
 @pytest.fixture(scope="session")
 def tls_gateway(stack, tls, tmp_path_factory) -> Gateway:
     """HTTPS on every hop, at the HTTPS image endpoint of the catalog's
     RegionTLS; projB has the same small quota as behind `gateway`."""
-    gw = start_gateway(tmp_path_factory.mktemp("gw-tls"), stack, port=urlsplit(tls["gateway_tls_url"]).port,
+    with start_gateway(tmp_path_factory.mktemp("gw-tls"), stack, port=urlsplit(tls["gateway_tls_url"]).port,
                        upstream=tls["glance_tls_url"], keystone=tls["keystone_tls_url"],
                        quota={stack.user("userB")["project_id"]: QUOTA_B},
-                       gateway_settings=tls_settings(tls), keystone_settings={"ca_file": tls["ca_file"]})
-    yield gw
-    stop(gw.proc)
+                       gateway_settings=tls_settings(tls), keystone_settings={"ca_file": tls["ca_file"]}) as gw:
+        yield gw
 
 
 @pytest.fixture
