@@ -202,8 +202,8 @@ def test_import_needs_a_token_and_the_owner(stack, projQ, tmp_path):
 
 def test_redis_down_fails_closed_by_default(stack, projQ, tmp_path):
     server = RedisServer(tmp_path / "redis").start()
-    with all_running([quota_gateway(tmp_path, stack, projQ, 3 * MiB, server),
-                      quota_gateway(tmp_path, stack, projQ, 3 * MiB, server, ledger_down="allow")]) as (closed, open_):
+    with all_running(quota_gateway(tmp_path, stack, projQ, 3 * MiB, server, **down)
+                     for down in ({}, {"ledger_down": "allow"})) as (closed, open_):
         server.stop()
         token = stack.token("userQ")
         image_id = stack.create_image(user="userQ")
