@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from policy.config import IdentityConf, Keystone  # noqa: E402
 from policy.identity import KeystoneClient, TokenCache, TokenValidator  # noqa: E402
 from policy.identity.jws import ConfirmedJws, JwsVerifier, load_public_keys  # noqa: E402
-from tests.stack import REPO, Stack, load_cloud, load_identity_cloud  # noqa: E402
+from tests.support.stack import REPO, Stack, load_cloud, load_identity_cloud  # noqa: E402
 
 
 def keystone_conf(url: str, gw: dict) -> Keystone:

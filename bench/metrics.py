@@ -28,7 +28,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.upload import MiB, machine, rate, upload  # noqa: E402
-from tests.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
+from tests.support.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
 
 
 class Scraper:

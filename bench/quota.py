@@ -9,7 +9,7 @@ every commit in its log for the ledger's 10 minutes (for listings under way).
 Without --redis-url a
 redis-server (Debian's package, scripts/deps) is started on a free loopback
 port and stopped at the end. With --sentinel, a primary, two replicas and
-three sentinels instead (tests/redis_server.py), and the Redis ledger on that
+three sentinels instead (tests/support/redis_server.py), and the Redis ledger on that
 primary directly and through Sentinel (each write then waits for a replica's
 acknowledgement), side by side. Prints median, p90 and p99 in microseconds.
 Figures only: nothing is asserted.
@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from policy.quota.ledger import Ledger, MemoryLedger, Usage  # noqa: E402
 from policy.quota.redis_ledger import RedisLedger  # noqa: E402
 from policy.quota.reservations import KEEP_COMMITS_SECONDS  # noqa: E402
-from tests.redis_server import RedisServer, SentinelGroup  # noqa: E402
+from tests.support.redis_server import RedisServer, SentinelGroup  # noqa: E402
 
 
 async def measure(ledger: Ledger, ops: int) -> dict[str, list[float]]:

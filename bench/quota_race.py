@@ -33,8 +33,8 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+from tests.support.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
 
 MiB = 1024 * 1024
 PART = 64 * 1024

@@ -51,8 +51,8 @@ from policy.glance import GlanceClient, TokenCredentials  # noqa: E402
 from policy.quota.ledger import MemoryLedger  # noqa: E402
 from policy.quota.limits import Limits  # noqa: E402
 from policy.quota.reservations import KEEP_COMMITS_SECONDS, HardQuota  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+from tests.support.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
 
 TiB = 1 << 40
 BODY = os.urandom(1000)

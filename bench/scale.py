@@ -42,8 +42,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.upload import cpu_seconds, machine  # noqa: E402
-from tests.redis_server import RedisServer  # noqa: E402
-from tests.stack import (Gateway, Stack, free_port, load_cloud, start_gateway, stop, wait_port,  # noqa: E402
+from tests.support.redis_server import RedisServer  # noqa: E402
+from tests.support.stack import (Gateway, Stack, free_port, load_cloud, start_gateway, stop, wait_port,  # noqa: E402
                          write_config)
 
 MiB = 1024 * 1024

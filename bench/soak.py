@@ -45,7 +45,7 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.upload import MiB, children, gateway_rss_mib, machine  # noqa: E402
-from tests.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
+from tests.support.stack import Stack, load_cloud, start_gateway, stop  # noqa: E402
 
 DATA = os.urandom(3 * MiB)
 SMALL, LARGE = 64 * 1024, 3 * MiB

@@ -32,7 +32,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 from bench.upload import BLOCKS, children, cpu_seconds, minor_faults  # noqa: E402
-from tests.stack import Stack, load_cloud, load_tls_cloud, start_gateway, stop  # noqa: E402
+from tests.support.stack import Stack, load_cloud, load_tls_cloud, start_gateway, stop  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

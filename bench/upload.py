@@ -53,7 +53,7 @@ import httpx
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-from tests.stack import Stack, connect, put_head, start_gateway, stop  # noqa: E402
+from tests.support.stack import Stack, connect, put_head, start_gateway, stop  # noqa: E402
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

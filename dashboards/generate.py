@@ -1,6 +1,6 @@
 """Writes dashboards/glance-gate.json, the Grafana dashboard, from the panel
 list below, with Grafana's own builders (grafana-foundation-sdk, pinned in
-pyproject.toml). tests/test_observability.py runs every query of it against a
+pyproject.toml). tests/stack/test_observability.py runs every query of it against a
 real Prometheus, and checks the committed file is this script's output.
 Run: .venv/bin/python dashboards/generate.py"""
 

@@ -1,6 +1,6 @@
 """Which requests are uploads, read the way Glance 33's stack will route them.
 
-Glance's reading, layer by layer (the cloud-in-a-box's, and tests/glance_oracle.py's):
+Glance's reading, layer by layer (the cloud-in-a-box's, and tests/support/glance_oracle.py's):
 gunicorn makes PATH_INFO of the target's path, percent-decoded to latin-1 and
 nothing else; paste's URLMap collapses `//`; Glance's version negotiation
 takes the version from WebOb's *normalised* Accept, or else pops it off the

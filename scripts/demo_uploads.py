@@ -11,7 +11,7 @@ import uuid
 import httpx
 
 from policy.config import load
-from tests.stack import REPO, Stack, connect, load_cloud, put_head, wait_port
+from tests.support.stack import REPO, Stack, connect, load_cloud, put_head, wait_port
 
 LISTEN = load(REPO / "config.toml").gateway.listen
 GATEWAY = f"http://{LISTEN.host}:{LISTEN.port}"

@@ -7,7 +7,7 @@ import pytest
 
 from policy.quota.ledger import MemoryLedger
 from policy.quota.redis_ledger import RedisLedger
-from tests.redis_server import RedisServer
+from tests.support.redis_server import RedisServer
 
 @pytest.fixture(scope="session")
 def redis_url(tmp_path_factory):

@@ -12,7 +12,7 @@ from policy import decision as rules
 from policy.decision import QuotaFigures
 from policy.refusal import request_id
 from policy.routes import Route
-from tests.unit.addon_flows import IMAGE_ID
+from tests.support.addon_flows import IMAGE_ID
 
 
 def refused(figures: QuotaFigures | None = None) -> Exchange:

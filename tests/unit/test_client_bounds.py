@@ -12,8 +12,8 @@ from mitmproxy.test import tflow
 from addons import wire
 from addons.client_bounds import ClientBounds
 from addons.ending import Ending
-from tests.fakes import config
-from tests.unit.addon_flows import Answers, run, sample, settings, upload
+from tests.support.fakes import config
+from tests.support.addon_flows import Answers, run, sample, settings, upload
 
 PROXY = "192.0.2.1"
 

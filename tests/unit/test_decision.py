@@ -109,7 +109,7 @@ def test_readmes_status_table_points_at_functions_that_exist():
         for path, name in re.findall(r"`((?:policy|addons)/[\w/]+\.(?:py|lua))`'?s? `([\w.]+)`", column):
             source = (repo / path).read_text()
             for part in name.split("."):
-                defined = rf"(def|class|local) {re.escape(part)}\b|op == '{re.escape(part)}'"
+                defined = rf"(def|class|local|local function) {re.escape(part)}\b|op == '{re.escape(part)}'"
                 assert re.search(defined, source), f"{path}: {name}"
             checked += 1
         for name in re.findall(r"`decision\.(\w+)`", column):

@@ -12,7 +12,7 @@ from addons.exchange import Exchange
 from policy import decision as rules
 from policy.refusal import request_id
 from policy.routes import Route
-from tests.unit.addon_flows import (IMAGE_ID, Answers, audit, counted, glance_gate, run, sample, upload,
+from tests.support.addon_flows import (IMAGE_ID, Answers, audit, counted, glance_gate, run, sample, upload,
                                     upload_headers)
 
 

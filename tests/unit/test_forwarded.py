@@ -8,7 +8,8 @@ from mitmproxy.proxy import server_hooks
 from mitmproxy.test import tflow
 
 from addons.forwarded import ForwardedHeaders
-from tests.unit.addon_flows import IMAGE_ID, Answers, counted, glance_gate, run, upload
+from tests.support.routing import ID, Variant, through_gateway
+from tests.support.addon_flows import IMAGE_ID, Answers, counted, glance_gate, run, upload
 
 
 def get(headers: dict[str, str]):
@@ -76,3 +77,11 @@ def test_a_strip_that_raises_ends_the_request_at_the_gateway_never_forwarded(tmp
     assert (exchange.status, exchange.reason, exchange.forwarded_at) == (503, "internal", None)
     assert counted(503, "internal", flow.request.method, route) == before + 1
     assert gg.ending.in_flight == 0
+
+
+@pytest.mark.parametrize("name", ["SCRIPT_NAME", "Script_Name", "PATH_INFO", "REMOTE_USER", "X_Auth_Token",
+                                  "X_Identity_Status", "X_Roles", "X-Forwarded-Prefix", "X_Forwarded_Prefix",
+                                  "X-Forwarded-Ssl", "X-Forwarded-Protocol", "Forwarded"])
+def test_headers_a_wsgi_server_would_take_never_reach_glance(name):
+    _, head = through_gateway(Variant("PUT", f"/x/v2/images/{ID}/file", ((name, "/x"),)))
+    assert f"\n{name}:".lower().encode() not in head.lower(), head

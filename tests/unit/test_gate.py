@@ -16,7 +16,7 @@ from policy.decision import Identity, Image
 from policy.exceptions import InvalidToken, Unavailable
 from policy.gate import UploadRequest
 from policy.routes import UPLOAD, Route
-from tests.fakes import config, upload_gate
+from tests.support.fakes import config, upload_gate
 
 UNLIMITED = configuration.UNLIMITED
 # The spec's rules in order, by the status each gives; 0: the status depends on the failure (401 or 503).

@@ -1,7 +1,7 @@
 """GlanceGate (addons/glance_gate.py) without the cloud, on mitmproxy's own test
 helpers (taddons, tflow): its hooks, UploadStream, the refusal path and the
 configure step. The policy is the real gate and quota; only its dependencies
-(the token check, Glance) give fixed answers (tests/fakes.py)."""
+(the token check, Glance) give fixed answers (tests/support/fakes.py)."""
 
 from __future__ import annotations
 
@@ -16,8 +16,8 @@ from mitmproxy.test import taddons
 
 from addons.glance_gate import SAFE_OPTIONS, GlanceGate, UploadStream
 from policy.decision import Image
-from tests.stack import free_port
-from tests.unit.addon_flows import IMAGE_ID, QUEUED, audit, counted, glance_gate, new_gate, run, upload, upload_headers
+from tests.support.stack import free_port
+from tests.support.addon_flows import IMAGE_ID, QUEUED, audit, counted, glance_gate, new_gate, run, upload, upload_headers
 
 
 def test_a_refused_upload_is_answered_at_the_gateway_and_finished_once(tmp_path):

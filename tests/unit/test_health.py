@@ -10,7 +10,7 @@ import pytest
 
 from policy import health
 from policy.exceptions import Unavailable
-from tests.fakes import config
+from tests.support.fakes import config
 
 JWT = {"mode": "jwt", "trusted_auth": True, "jwks_url": "https://idp/jwks", "issuer": "https://idp",
        "audience": "glance"}

@@ -14,7 +14,7 @@ import pytest
 from policy.config import IdentityConf
 from policy.exceptions import InvalidToken, Unavailable
 from policy.identity.jwks import JwksVerifier, claim
-from tests.tokens import Provider
+from tests.support.tokens import Provider
 
 USER = {"user_id": "u1", "project_id": "p1"}
 

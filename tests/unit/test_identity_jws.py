@@ -14,7 +14,7 @@ import pytest
 from policy.config import IdentityConf
 from policy.exceptions import InvalidToken
 from policy.identity.jws import JwsVerifier
-from tests.tokens import hs256_with, new_key, public_pem, unsigned
+from tests.support.tokens import hs256_with, new_key, public_pem, unsigned
 
 KEY = new_key()
 CLAIMS = {"sub": "u1", "openstack_project_id": "p1", "openstack_methods": ["password"],

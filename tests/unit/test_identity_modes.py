@@ -12,8 +12,8 @@ from policy.identity.jwks import JwksVerifier
 from policy.identity.jws import ConfirmedJws, JwsVerifier
 from policy.identity.modes import checker, credentials
 from policy.identity.trusted import TrustedCredentials
-from tests.fakes import config
-from tests.tokens import new_key, public_pem
+from tests.support.fakes import config
+from tests.support.tokens import new_key, public_pem
 
 JWT = {"mode": "jwt", "trusted_auth": True, "jwks_url": "https://idp/jwks", "issuer": "https://idp",
        "audience": "glance"}

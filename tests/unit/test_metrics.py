@@ -14,9 +14,9 @@ from policy import decision as rules
 from policy.refusal import request_id
 from policy.exceptions import Misconfigured, Unavailable
 from policy.routes import Route
-from tests.fakes import config
-from tests.stack import free_port
-from tests.unit.addon_flows import IMAGE_ID, counted, sample, settings
+from tests.support.fakes import config
+from tests.support.stack import free_port
+from tests.support.addon_flows import IMAGE_ID, counted, sample, settings
 
 
 def exchange(route: str = "upload") -> Exchange:

@@ -11,7 +11,7 @@ from policy.exceptions import Unavailable
 from policy.quota import hard_quota, services
 from policy.quota.ledger import MemoryLedger
 from policy.quota.redis_ledger import RedisLedger
-from tests.fakes import config
+from tests.support.fakes import config
 
 
 def test_the_ledger_config_toml_names():

@@ -11,7 +11,7 @@ from policy.config import UNLIMITED
 from policy.quota.ledger import Usage
 from policy.quota.operator import run
 from policy.quota.redis_ledger import RedisLedger
-from tests.fakes import config
+from tests.support.fakes import config
 
 
 def test_it_needs_the_shared_ledger():
@@ -26,7 +26,7 @@ def test_usage_shows_each_resource_of_a_project(redis_url):
     async def go():
         ledger = RedisLedger(redis_url, 1, 30, keep_commits_seconds=600)
         await ledger.seed(p, Usage(40, 0), overwrite=False)
-        await ledger.reserve(p, "h", 25, 100, UNLIMITED, partial=False)
+        await ledger.reserve(p, "h", 25, 100, partial=False)
         await ledger.reserve(f"{p}/image_count_uploading", "h", 1, UNLIMITED, partial=False)
         await ledger.close()
         lines: list[str] = []

@@ -22,7 +22,7 @@ from policy.glance import GlanceClient, TokenCredentials
 from policy.quota.ledger import MemoryLedger
 from policy.quota.limits import Limits
 from policy.quota.reservations import Change, HardQuota
-from tests.fakes import Glance
+from tests.support.fakes import Glance
 
 
 class SlowGlance:

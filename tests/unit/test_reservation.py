@@ -15,7 +15,7 @@ from addons.reservation import Reservation
 from policy.refusal import request_id
 from policy.exceptions import Unavailable
 from policy.routes import Route
-from tests.unit.addon_flows import IMAGE_ID, run, upload, upload_headers
+from tests.support.addon_flows import IMAGE_ID, run, upload, upload_headers
 
 
 class FakeHold:

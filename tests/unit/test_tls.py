@@ -12,8 +12,8 @@ from mitmproxy.test import tflow
 
 from addons import tls, wire
 from addons.tls import ListenerTls
-from tests.fakes import config
-from tests.unit.addon_flows import settings
+from tests.support.fakes import config
+from tests.support.addon_flows import settings
 
 
 def listener(tmp_path, name: str = "gateway.example"):

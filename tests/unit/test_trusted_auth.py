@@ -9,8 +9,8 @@ import pytest
 from addons.ending import Ending
 from addons.trusted_auth import StripIdentity
 from policy.exceptions import InvalidToken, Unavailable
-from tests.fakes import config
-from tests.unit.addon_flows import IMAGE_ID, Answers, glance_gate, run, settings, upload
+from tests.support.fakes import config
+from tests.support.addon_flows import IMAGE_ID, Answers, glance_gate, run, settings, upload
 
 FORGED = {"x-identity-status": "Confirmed", "X-User-Id": "admin", "x-roles": "admin", "X-Project-Id": "projX",
           "x-service-roles": "service", "openstack-system-scope": "all", "x-is-admin-project": "True"}
