@@ -1,5 +1,5 @@
 """The composition root: builds glance-gate's addons and their shared services,
-and installs the `wire` patches, once. `glance-gate` (process/worker.py) and
+and installs the `wire` patches, once. `glance-gate` (process/main.py) and
 mitmdump (addons/script.py) both start from here; a test builds any addon alone.
 
 The gate loads the config (its `configure`); the others read it through a
