@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.support.glance_server import Glance
 from tests.support.quota import glance_usage
 from tests.support.redis_server import RedisServer
 from tests.support.stack import (QUOTA_B, Gateway, Stack, load_cloud, load_identity_cloud, load_tls_cloud,
@@ -113,3 +114,10 @@ def redis_server(redis_module):
     memory ledger is not."""
     redis_module.cli("FLUSHALL")
     return redis_module
+
+
+@pytest.fixture
+def own_glance(stack, tmp_path):
+    """A Glance of the test's own, to kill and start again (tests/support/glance_server.py)."""
+    with Glance(stack, tmp_path / "glance.log") as glance:
+        yield glance

@@ -47,22 +47,21 @@ def test_hidden_images_count(stack, projQ, tmp_path, redis_server):
 
 
 @pytest.fixture(params=["multi-store", "single-store"])
-def glance_url(request, stack, tmp_path) -> str:
+def glance_url(request, stack, tmp_path):
     """The cloud's Glance (several stores: an image lists its `stores`), or a
     single-store Glance of our own on the same database, whose images list
     neither `stores` nor `locations`: the gateway counts them by their state."""
     if request.param == "multi-store":
-        return stack.glance
+        yield stack.glance
+        return
     conf = (Path(stack.cloud["glance_config_dir"]) / "glance-api.conf").read_text()
     conf = re.sub(r"^enabled_backends = .*$", "", conf, flags=re.M)
     conf = conf.replace("[glance_store]\ndefault_backend = fs\n",
                         f"[glance_store]\nstores = file\ndefault_store = file\n"
                         f"filesystem_store_datadir = {tmp_path / 'images'}\n")
     (tmp_path / "glance-api.conf").write_text(conf)
-    glance = Glance(stack, tmp_path / "glance.log", config_dir=str(tmp_path))
-    glance.start()
-    request.addfinalizer(glance.kill)
-    return glance.url
+    with Glance(stack, tmp_path / "glance.log", config_dir=str(tmp_path)) as glance:
+        yield glance.url
 
 
 def test_deactivated_images_count(stack, projQ, tmp_path, redis_server, glance_url):

@@ -11,9 +11,7 @@ import socket
 from pathlib import Path
 
 import httpx
-import pytest
 
-from tests.support.glance_server import Glance
 from tests.support.relay import Relay
 from tests.support.stack import Gateway, Stack, connect, put_head, read_all, start_gateway, stop, wait_until
 
@@ -111,15 +109,6 @@ def test_stalled_upload_body_is_cut(stack, tmp_path):
 
 
 # -- Glance ---------------------------------------------------------------------------
-
-
-@pytest.fixture
-def own_glance(stack, tmp_path):
-    glance = Glance(stack, tmp_path / "glance.log")
-    glance.start()
-    yield glance
-    if glance.proc.poll() is None:
-        glance.kill()
 
 
 def test_glance_killed_mid_upload(stack, tmp_path, own_glance):

@@ -4,6 +4,7 @@ byte, and the bytes the pump moved are read from its metric."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import signal
@@ -16,7 +17,6 @@ import httpx
 import pytest
 
 from process import supervisor
-from tests.support.glance_server import Glance
 from tests.support.relay import Relay, tls_context
 from tests.support.stack import connect, start_gateway, stop, tls_files, tls_settings, wait_until
 
@@ -185,18 +185,19 @@ def test_no_descriptor_left_open(gateway, worker_fds):
 
 
 @pytest.mark.parametrize("scheme", ["http", "https"])
-def test_glance_killed_mid_body(stack, tls, tmp_path, image, scheme):
+def test_glance_killed_mid_body(stack, tls, tmp_path, image, own_glance, scheme):
     """The client sees a short body and its connection end: never a complete
     one. Over HTTPS on both legs (a TLS relay in front of the Glance that is
     killed), the pump works through both sessions when it is cut."""
     image_id, data = image
-    glance = Glance(stack, tmp_path / "glance.log")
-    glance.start()
-    relay = Relay(glance.port, tls=tls_context(*tls_files(tls, "server"))).on() if scheme == "https" else None
-    settings = tls_settings(tls) if relay else {}
-    gw = start_gateway(tmp_path, stack, upstream=relay.url if relay else glance.url, gateway_settings=settings)
-    verify = ssl.create_default_context(cafile=tls["ca_file"]) if relay else None
-    try:
+    glance, upstream, settings, verify = own_glance, own_glance.url, {}, None
+    with contextlib.ExitStack() as running:
+        if scheme == "https":
+            relay = Relay(glance.port, tls=tls_context(*tls_files(tls, "server"))).on()
+            running.callback(relay.off)
+            upstream, settings = relay.url, tls_settings(tls)
+            verify = ssl.create_default_context(cafile=tls["ca_file"])
+        gw = running.enter_context(start_gateway(tmp_path, stack, upstream=upstream, gateway_settings=settings))
         token = stack.token("userA")
         with connect(gw.url) as raw:
             sock = verify.wrap_socket(raw, server_hostname="127.0.0.1") if verify else raw
@@ -212,12 +213,6 @@ def test_glance_killed_mid_body(stack, tls, tmp_path, image, scheme):
         assert gw.metric(PUMPED) > 0  # counted once the pump ended: it was cut mid-body
         glance.start()
         assert download(gw.url, image_id, token, verify or True) == sha(data)
-    finally:
-        stop(gw.proc)
-        if relay:
-            relay.off()
-        if glance.proc.poll() is None:
-            glance.kill()
 
 
 class Trickle(Relay):

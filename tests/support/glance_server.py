@@ -11,7 +11,7 @@ from tests.support.stack import REPO, Stack, free_port, wait_port
 
 
 class Glance:
-    """A Glance of our own, sharing the cloud's config (or `config_dir`'s),
+    """`with Glance(...) as glance:` a Glance of our own, sharing the cloud's config (or `config_dir`'s),
     database and store (as scripts/cloud starts it), on a free port: killing it
     spares the shared one."""
 
@@ -30,7 +30,19 @@ class Glance:
              "glance_wsgi:application"],
             env={**os.environ, "OS_GLANCE_CONFIG_DIR": self.config_dir},
             stdout=self.log.open("ab"), stderr=subprocess.STDOUT, start_new_session=True)
-        wait_port(self.port, self.proc, self.log, timeout=60)
+        try:
+            wait_port(self.port, self.proc, self.log, timeout=60)
+        except BaseException:
+            self.kill()  # never left running when it did not start
+            raise
+
+    def __enter__(self) -> Glance:
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.kill()
 
     def kill(self) -> None:
         """kill -9 of gunicorn and its worker (its own process group)."""
