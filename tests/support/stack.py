@@ -76,7 +76,9 @@ class Stack:
         self.cloud = cloud
         self.keystone = cloud["keystone_url"].removesuffix("/v3")
         self.glance = cloud["glance_url"]
-        self.http = httpx.Client(timeout=60)
+        # Idle connections dropped before gunicorn's 2 s keep-alive closes them: a
+        # request sent on one as gunicorn closes it gets no answer.
+        self.http = httpx.Client(timeout=60, limits=httpx.Limits(keepalive_expiry=1))
         self._tokens: dict[str, str] = {}
 
     def user(self, name: str) -> dict:
