@@ -355,26 +355,10 @@ class Hold:
         return self._extend()
 
     async def _extend(self) -> None:
-        """Asks until the ledger grants more or cuts it, reporting how far it
-        streamed and whether it is blocked (must_wait paused its client)."""
-        ledger, pause = self.quota.ledger, WAIT_FIRST_SECONDS
+        """Asks until the ledger grants more or cuts it (or the lease is lost)."""
+        pause = WAIT_FIRST_SECONDS
         try:
-            while True:
-                blocked = self.granted - self.transferred < HEADROOM
-                turn = await self.quota.ask(self.entry, lambda: ledger.want(
-                    self.entry, self.id, self.step, self.limit, self.transferred, blocked,
-                    self.quota.quota.wait_seconds, False))
-                if turn is None:
-                    self.exhausted = True
-                    self.failure = rules.unavailable("quota ledger", "the reservation's lease ran out")
-                    return
-                self.others = turn.others
-                if turn.cut:
-                    await self._give_way()
-                    return
-                if turn.granted > self.granted:
-                    self.granted = turn.granted
-                    return
+            while not await self._ask():
                 await asyncio.sleep(pause)
                 pause = min(pause * 2, WAIT_MAX_SECONDS)
         except Unavailable as e:
@@ -382,19 +366,50 @@ class Hold:
         finally:
             self.extending = False
 
-    async def _give_way(self) -> None:
+    async def _ask(self) -> bool:
+        """One ask, reporting how far it streamed and whether it is blocked
+        (must_wait paused its client); False when it is to ask again. With no
+        limit (dry-run past it) it grows on its own, outside the schedule: the
+        schedule hands out the limit's room, to the others too."""
+        ledger = self.quota.ledger
+        if self.limit == UNLIMITED:
+            grant = await ledger.extend(self.entry, self.id, self.step, UNLIMITED)
+            if grant is None:
+                return self._lost()
+            self.granted += grant.bytes
+            return True
+        blocked = self.granted - self.transferred < HEADROOM
+        turn = await self.quota.ask(self.entry, lambda: ledger.want(
+            self.entry, self.id, self.step, self.limit, self.transferred, blocked,
+            self.quota.quota.wait_seconds, False))
+        if turn is None:
+            return self._lost()
+        self.others = turn.others
+        if turn.cut:
+            return self._give_way() or await self._ask()
+        if turn.granted > self.granted:
+            self.granted = turn.granted
+            return True
+        return False
+
+    def _lost(self) -> bool:
+        self.exhausted = True
+        self.failure = rules.unavailable("quota ledger", "the reservation's lease ran out")
+        return True
+
+    def _give_way(self) -> bool:
         """Chosen by the schedule to give way: it gets no more. Its client goes
         on to the grant's end (a body that ends within it is stored, the
         pause having come up to HEADROOM early) and is cut there (check); its
-        bytes stay reserved until then. In dry-run it is let past, as any refusal."""
+        bytes stay reserved until then. In dry-run it is let past, as any
+        refusal: False, to ask again without the limit."""
         if not self.quota.dry_run:
             self.exhausted = True
-            return
+            return True
         self.would_refuse = self.would_refuse or rules.quota_exceeded(
             QuotaFigures(self.resource, self.owner, self.others, self.limit, self.granted + 1))
         self.limit = UNLIMITED
-        if (grant := await self.quota.ledger.extend(self.entry, self.id, self.step, UNLIMITED)) is not None:
-            self.granted += grant.bytes
+        return False
 
     async def renew(self) -> bool:
         """False when the lease ran out, so the upload is no longer accounted for."""

@@ -173,3 +173,31 @@ def test_quota_is_monotone_in_size(new_ledger, size, more, stored, limit):
     assert refusal(new_ledger, stored, UNLIMITED, size + more) is None
     if stored < limit:
         assert refusal(new_ledger, stored, limit, limit - stored) is None  # exactly full is allowed
+
+
+def test_in_dry_run_an_upload_past_the_limit_gives_no_one_else_room_over_it(new_ledger):
+    """Two uploads of unknown size into 10 MiB, in dry-run: b holds 6 MiB and
+    waits at its end, a holds 4 MiB and is chosen to give way, so it goes on past
+    the limit. a's grants past it are its own: b gets none of that room, and is
+    flagged too once it has waited `wait_seconds`, never let over the limit unflagged."""
+    MiB = 1024 * 1024
+
+    async def go():
+        conf = Quota(default_bytes=10 * MiB, chunk_bytes=6 * MiB, wait_seconds=0.5, enforce="dry-run")
+        q = HardQuota(conf, Limits(conf), Glance(None, 0), new_ledger())
+        try:
+            (b, _), (a, _) = await q.reserve("p", None), await q.reserve("p", None)
+            assert (b.granted, a.granted) == (6 * MiB, 4 * MiB)
+            assert b.wants_more(6 * MiB - 1)
+            waiting = asyncio.create_task(b.extend())
+            await asyncio.sleep(0.1)
+            for _ in range(2):  # a gives way (all are blocked), then goes on past the limit
+                assert a.wants_more(a.granted - 1)
+                await a.extend()
+            await waiting
+            return a, b
+        finally:
+            await q.ledger.close()
+    a, b = asyncio.run(go())
+    assert a.would_refuse and a.granted > 10 * MiB
+    assert b.would_refuse, f"b was let over the limit unflagged: granted {b.granted}"
