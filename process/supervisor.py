@@ -36,6 +36,8 @@ BACKLOG = 1024  # each slot's queue, which also holds connections while its work
 READY_SECONDS = 60  # a worker that does not listen by then is taken as failed
 BACKOFF_SECONDS = (0.5, 1, 2, 4, 8, 16, 30)
 STABLE_SECONDS = 60  # a worker that lived this long resets its slot's backoff
+KILL_SECONDS = 10  # past drain_seconds, a worker still running at shutdown is killed
+WORKER = (sys.executable, "-m", "process.main", "--worker")  # and --config: the snapshot
 NEEDS_RESTART = ("listen", "metrics", "workers")
 # glibc's malloc, read by each worker at its start (an operator's own values win):
 # by default it maps and unmaps a fresh region for each large buffer (a 1 MiB
@@ -98,7 +100,7 @@ class Supervisor:
                "GLANCE_GATE_SUPERVISOR": str(os.getpid())}
         ready_r, ready_w = os.pipe()
         env["GLANCE_GATE_READY_FD"] = str(ready_w)
-        proc = subprocess.Popen([sys.executable, "-m", "process.main", "--worker", "--config", str(self.snapshot)],
+        proc = subprocess.Popen([*WORKER, "--config", str(self.snapshot)],
                                 pass_fds=(sock.fileno(), ready_w), env=env)
         os.close(ready_w)
         worker = self.alive[proc.pid] = Child(slot, proc)
@@ -164,7 +166,7 @@ class Supervisor:
             s.close()  # the workers' own descriptors keep serving what was queued
         for w in [*self.workers.values(), *self.draining.values()]:
             _signal(w, signal.SIGTERM)
-        asyncio.get_running_loop().call_later(self.config.gateway.drain_seconds + 10, self._kill_all)
+        asyncio.get_running_loop().call_later(self.config.gateway.drain_seconds + KILL_SECONDS, self._kill_all)
         self._finish_if_done()
 
     def _kill_all(self) -> None:
