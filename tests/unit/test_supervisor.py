@@ -299,6 +299,8 @@ def test_a_reload_while_one_is_under_way_is_ignored_and_the_next_one_is_not(harn
         sup.reload()
         first = sup._reloading
         await until(lambda: len(harness.workers.pids()) == 2, "no new worker")
+        live, _, serving = sup.process_totals()
+        assert len(live) == 3 and serving == 1, "a worker starting is alive, not serving"
         sup.reload()
         assert sup._reloading is first and not first.done()
         os.kill(harness.workers.pids()[1], signal.SIGUSR1)
@@ -398,7 +400,10 @@ def test_sigterm_drains_every_worker_and_kills_one_that_outlasts_drain_seconds(h
         sup.stop()
         sup.stop()
         sup.reload()
-        return workers, sup.restarts, await running
+        code = await running
+        with pytest.raises(ConnectionRefusedError):  # the last worker gone: its socket closed too
+            socket.create_connection(("127.0.0.1", harness.port), timeout=10)
+        return workers, sup.restarts, code
 
     workers, restarts, code = harness.run(scenario, workers=2, drain_seconds=1)
     assert code == 0 and restarts == 0
@@ -408,5 +413,3 @@ def test_sigterm_drains_every_worker_and_kills_one_that_outlasts_drain_seconds(h
     assert harness.logged("draining 2 workers")
     assert harness.logged("reload ignored: stopping")
     assert harness.notified() == ["READY=1\nSTATUS=serving", "STOPPING=1"]
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", harness.port), timeout=10)
