@@ -15,7 +15,7 @@ So these helpers work on the asyncio transports of the flow's connection
 handler (an answer written there bypasses the TLS layer: it is sealed with
 that layer's own session first), and patch two parser methods (a request's
 trailers, a response body's count) and two of HttpStream's (the protocol-error
-handler, the start of a streamed answer). tests/unit/test_wire_pin.py pins the
+handler, the start of a streamed answer). tests/unit/test_wire.py pins the
 mitmproxy version they were proven
 against (by test_early_rejection.py, test_answers.py, the cut tests of
 test_upload_spec.py, test_hostile.py, test_fail_closed.py, test_keepalive.py,

@@ -150,8 +150,10 @@ class Harness:
 
 
 @pytest.fixture
-def harness(tmp_path, monkeypatch, caplog) -> Harness:
-    return Harness(tmp_path, monkeypatch, caplog)
+def harness(tmp_path, monkeypatch, caplog):
+    harness = Harness(tmp_path, monkeypatch, caplog)
+    yield harness
+    harness.notified.sock.close()
 
 
 def test_each_worker_gets_its_own_socket_and_the_validated_config_and_systemd_hears_only_the_supervisor(
