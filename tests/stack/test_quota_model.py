@@ -70,11 +70,11 @@ def test_dry_run_passes_every_would_be_refusal_and_counts_it_once(stack, projQ, 
         race = UploadRace(stack, seed=4)
         sizes, images = race.sizes, race.images
         statuses = race.run(gateways)
+        assert statuses == [204] * len(sizes)
         # Every upload is committed, the ones past the quota too: the ledger counts what Glance stores.
         wait_until(lambda: ledger_usage(redis_server, projQ) == sum(sizes), "every upload committed")
         counted = sum(gw.metric("glance_gate_quota_would_refuse_total", resource="image_size_total")
                       for gw in gateways)
-    assert statuses == [204] * len(sizes)
     records = {r["image_id"]: r for gw in gateways for r in gw.audit()}
     assert len(records) == len(sizes) == sum(len(gw.audit()) for gw in gateways)
     would = [i for i, image_id in enumerate(images) if "would_refuse" in records[image_id]]
