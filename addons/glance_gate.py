@@ -193,6 +193,8 @@ class GlanceGate:
                 self.ending.refuse(flow, exchange, refusal)
         else:
             flow.request.stream = True
+            if exchange.declared != 0:  # a body nothing reads
+                wire.client_reads(flow, wire.BULK_READ)
         if self.config.identity.trusted_auth and not exchange.finished:
             await self.trusted.authenticate(flow, exchange)
         if exchange.finished or exchange.buffered:
@@ -208,6 +210,9 @@ class GlanceGate:
         exchange.forward()
         if exchange.route.is_upload:
             metrics.forwarding(exchange)
+            # A grant that grows must not be crossed within one read (reservations.HEADROOM).
+            growing = exchange.verdict.hold and exchange.verdict.hold.grows
+            wire.client_reads(flow, wire.CLIENT_READ if growing else wire.BULK_READ)
             wire.release_client(flow)
 
     async def _upload(self, flow: http.HTTPFlow, exchange: Exchange) -> None:
@@ -224,6 +229,8 @@ class GlanceGate:
 
     @fail_closed
     async def request(self, flow: http.HTTPFlow) -> None:
+        if flow.request.stream:  # its body was streamed, maybe read in bulk: the next one is decided first
+            wire.client_reads(flow, wire.CLIENT_READ)
         exchange = flow.metadata.get("glance_gate")
         if not exchange or not exchange.buffered:
             return

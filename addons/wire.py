@@ -48,9 +48,14 @@ from h11._readers import ContentLengthReader
 
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 # Reads of an upstream connection: Glance's answers (downloads) are never
-# inspected, and mitmproxy's 64 KiB reads cap a download near 250 MB/s.
-# Client reads stay at 64 KiB: an upload's quota steps must outrun one read.
+# inspected, and mitmproxy's 64 KiB reads cap a download near 250 MB/s. A
+# client is read so while a request body streams whose every read may pass at
+# once (`client_reads`), at 64 KiB otherwise: an upload's growing quota grant
+# must outrun one read (reservations.HEADROOM), and a request is decided before
+# more than one read of its body is taken in.
 BULK_READ = 1024 * 1024
+CLIENT_READ = 65535  # what mitmproxy's loop asks of a client's socket
+STREAM_LIMIT, RECV_SIZE = 2 ** 16, 256 * 1024  # asyncio's StreamReader limit and bytes per recv()
 
 
 def _handler(client: connection.Client):
@@ -92,6 +97,25 @@ def hold_client(flow: http.HTTPFlow) -> None:
 def release_client(flow: http.HTTPFlow) -> None:
     if (transport := _transport(flow, flow.client_conn)) and not transport.is_closing():
         transport.resume_reading()
+
+
+def client_reads(flow: http.HTTPFlow, size: int) -> None:
+    """Read the client's socket `size` bytes at a time from now on: BULK_READ
+    for a request body that streams on unchecked within a read, CLIENT_READ
+    again once it is done."""
+    _, transports = _transports(flow)
+    io = transports.get(flow.client_conn)
+    if not io or not io.writer or not isinstance(io.reader, asyncio.StreamReader):
+        return
+    reader = io.reader
+    if not hasattr(reader, "glance_gate_read"):
+        if size == CLIENT_READ:
+            return  # as mitmproxy reads it
+        read = reader.read
+        reader.read = lambda n=-1: read(reader.glance_gate_read)  # mitmproxy's loop asks for CLIENT_READ
+    reader.glance_gate_read = size
+    reader._limit = max(size, STREAM_LIMIT)  # the buffer pauses the socket at twice this
+    io.writer.transport.max_size = max(size, RECV_SIZE)
 
 
 def raw_response(status: int, headers: dict[str, str], body: bytes) -> bytes:

@@ -320,6 +320,7 @@ class Hold:
         self.others = grant.used  # what the project's other requests and usage held at the last grant
         self.step = quota.quota.chunk_bytes
         self.transferred = 0
+        self.grows = incremental  # a body of unknown size: granted in steps as it streams
         self.exhausted = not incremental  # a fixed size is granted whole
         self.extending = False
         self.failure: Refusal | None = None  # the ledger failed: no byte past the grant

@@ -14,6 +14,7 @@ from mitmproxy.addons.proxyserver import Proxyserver
 from mitmproxy.addons.tlsconfig import TlsConfig
 from mitmproxy.test import taddons
 
+from addons import wire
 from addons.glance_gate import SAFE_OPTIONS, GlanceGate, UploadStream
 from policy.decision import Image
 from tests.support.stack import free_port
@@ -68,6 +69,23 @@ def test_an_allowed_upload_streams_through_upload_stream_with_the_canonical_medi
     assert isinstance(flow.request.stream, UploadStream)
     assert flow.request.headers["content-type"] == "application/octet-stream"
     assert audit(tmp_path) == [], "audited when it finishes, not before"
+
+
+@pytest.mark.parametrize("limit, length, reads", [
+    (None, 1024, "bulk"),  # no quota
+    (None, None, "bulk"),
+    (10_000, 1024, "bulk"),  # granted whole
+    (10_000, None, "client"),  # granted in steps: no read may cross one
+])
+def test_an_upload_body_is_read_in_bulk_unless_its_grant_grows(tmp_path, monkeypatch, limit, length, reads):
+    asked = []
+    monkeypatch.setattr(wire, "client_reads", lambda flow, size: asked.append(size))
+    gg = glance_gate(tmp_path, **({"limit": limit} if limit else {}))
+    flow = upload(upload_headers(length=length))
+    run(lambda: gg.requestheaders(flow))
+    assert asked == [{"bulk": wire.BULK_READ, "client": wire.CLIENT_READ}[reads]]
+    run(lambda: gg.request(flow))  # the body has streamed: the next request's is decided first
+    assert asked[1:] == [wire.CLIENT_READ]
 
 
 def test_upload_stream_forwards_and_counts_every_byte_and_never_sends_an_empty_chunk(tmp_path):

@@ -158,6 +158,29 @@ def test_hold_and_release_of_a_connection_gone_do_nothing():
     in_proxyserver(scenario)
 
 
+def test_a_client_is_read_in_bulk_only_while_a_body_may_pass_unchecked():
+    """mitmproxy's loop asks a client's socket for CLIENT_READ bytes: while
+    client_reads says BULK_READ, one read returns up to that; after CLIENT_READ
+    again, never more than it (a growing quota grant relies on it)."""
+    async def first_read(c: Connected, size: int, buffered: int) -> int:
+        """The size of mitmproxy's first read once `buffered` bytes wait, all then drained."""
+        wire.client_reads(c.flow, size)
+        sending = asyncio.create_task(c.send(b"x" * 2 * wire.BULK_READ))
+        await until(lambda: len(c.reader._buffer) >= buffered, "the client's bytes")
+        first = got = len(await c.reader.read(wire.CLIENT_READ))  # as mitmproxy's loop asks
+        while got < 2 * wire.BULK_READ:
+            got += len(await asyncio.wait_for(c.reader.read(wire.CLIENT_READ), 30))
+        await sending
+        return first
+
+    async def scenario(proxyserver):
+        async with Connected(proxyserver) as c:
+            return await first_read(c, wire.BULK_READ, wire.BULK_READ), await first_read(c, wire.CLIENT_READ, 100_000)
+    bulk, again = in_proxyserver(scenario)
+    assert bulk == wire.BULK_READ
+    assert again == wire.CLIENT_READ
+
+
 def test_a_refusal_answers_ends_the_connection_and_drops_what_the_client_still_sends():
     """The client that writes its whole body before it reads gets the answer
     and a clean end, never a reset; its body is discarded, never forwarded."""
