@@ -20,6 +20,7 @@ from addons.glance_gate import GlanceGate
 from policy.config import Config
 from policy.decision import Identity, Image
 from tests.support.fakes import config, upload_gate
+from tests.support.stack import free_port
 
 IMAGE_ID = "0cb9328d-dd8c-41bb-b378-404b854b93b1"
 CALLER = Identity("userA", "projA", frozenset({"member"}), 10**10)
@@ -95,3 +96,25 @@ class Answers:
         self.sent: list[tuple[int, dict[str, str], dict]] = []
         monkeypatch.setattr(wire, "_answer", lambda flow, status, headers, body:
                             self.sent.append((status, headers, json.loads(body))))
+
+
+def write_config(path: Path, upstream: str = "http://127.0.0.1:2", gateway: str = "") -> Path:
+    """A whole config.toml at `path` whose dependencies are never called; its
+    metrics port free, as configure serves it; its audit file beside it."""
+    path.write_text(f"""
+[gateway]
+listen = "127.0.0.1:1"
+upstream = "{upstream}"
+metrics = "127.0.0.1:{free_port()}"
+{gateway}
+[keystone]
+url = "http://127.0.0.1:3"
+username = "u"
+password = "p"
+project = "p"
+[audit]
+path = "{path.parent / 'audit.jsonl'}"
+[quota]
+default_bytes = -1
+""")
+    return path

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from mitmproxy import hooks, http
@@ -24,28 +23,7 @@ from addons.ending import Ending
 from addons.glance_gate import GlanceGate
 from addons.metrics import Metrics
 from addons.trusted_auth import StripIdentity
-from tests.support.stack import free_port
-
-
-def write_config(path: Path, audit: Path, max_connections: int) -> Path:
-    """A whole config.toml whose dependencies are never called."""
-    path.write_text(f"""
-[gateway]
-listen = "127.0.0.1:1"
-upstream = "http://127.0.0.1:2"
-metrics = "127.0.0.1:{free_port()}"
-max_connections_per_client = {max_connections}
-[keystone]
-url = "http://127.0.0.1:3"
-username = "u"
-password = "p"
-project = "p"
-[audit]
-path = "{audit}"
-[quota]
-default_bytes = -1
-""")
-    return path
+from tests.support.addon_flows import write_config
 
 
 def composed() -> tuple[StripIdentity, ClientBounds, GlanceGate, Ending]:
@@ -67,8 +45,8 @@ def test_every_addon_reads_the_config_the_gate_loaded_also_after_a_reload(tmp_pa
     strip, bounds, gate, ending = composed()
     readers = [ending.config, strip.config, bounds.config, gate.listener_tls.config]
     assert [read() for read in readers] == [None] * 4, "nothing loaded yet"
-    first = write_config(tmp_path / "first.toml", tmp_path / "audit.jsonl", 7)
-    second = write_config(tmp_path / "second.toml", tmp_path / "audit.jsonl", 9)
+    first = write_config(tmp_path / "first.toml", gateway="max_connections_per_client = 7")
+    second = write_config(tmp_path / "second.toml", gateway="max_connections_per_client = 9")
 
     async def load_then_reload():
         with taddons.context(Proxyserver(), TlsConfig()) as tctx:

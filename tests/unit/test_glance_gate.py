@@ -17,8 +17,8 @@ from mitmproxy.test import taddons
 from addons import wire
 from addons.glance_gate import SAFE_OPTIONS, GlanceGate, UploadStream
 from policy.decision import Image
-from tests.support.stack import free_port
-from tests.support.addon_flows import IMAGE_ID, QUEUED, audit, counted, glance_gate, new_gate, run, upload, upload_headers
+from tests.support.addon_flows import (IMAGE_ID, QUEUED, audit, counted, glance_gate, new_gate, run, upload,
+                                      upload_headers, write_config)
 
 
 def test_a_refused_upload_is_answered_at_the_gateway_and_finished_once(tmp_path):
@@ -213,30 +213,8 @@ async def load(gg: GlanceGate, conf: Path | str, confdir: Path, **options) -> di
                                                               "tls_version_client_min", "tls_version_server_min"]}
 
 
-def write_config(tmp_path: Path, upstream: str, gateway: str = "") -> Path:
-    """A whole config.toml; its metrics port free, as configure serves it."""
-    conf = tmp_path / "config.toml"
-    conf.write_text(f"""
-[gateway]
-listen = "127.0.0.1:1"
-upstream = "{upstream}"
-metrics = "127.0.0.1:{free_port()}"
-{gateway}
-[keystone]
-url = "http://127.0.0.1:3"
-username = "u"
-password = "p"
-project = "p"
-[audit]
-path = "{tmp_path / 'audit.jsonl'}"
-[quota]
-default_bytes = -1
-""")
-    return conf
-
-
 def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
-    conf = write_config(tmp_path, "http://127.0.0.1:2", "client_idle_timeout_seconds = 42")
+    conf = write_config(tmp_path / "config.toml", gateway="client_idle_timeout_seconds = 42")
     gg = new_gate()
     with pytest.raises(exceptions.OptionsError, match="glance_gate_config"):
         asyncio.run(load(gg, "", tmp_path))  # no config: never a proxy without its policy
@@ -249,7 +227,7 @@ def test_configure_forces_the_options_the_policy_relies_on(tmp_path):
 
 def test_ssl_insecure_is_overridden(tmp_path):
     """mitmdump --set ssl_insecure=true would skip Glance's certificate check."""
-    conf = write_config(tmp_path, "https://127.0.0.1:2")
+    conf = write_config(tmp_path / "config.toml", "https://127.0.0.1:2")
     gg = new_gate()
     assert asyncio.run(load(gg, conf, tmp_path, ssl_insecure=True))["ssl_insecure"] is False
     gg.done()
