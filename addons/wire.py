@@ -49,10 +49,10 @@ from h11._readers import ContentLengthReader
 TRAILERS_REFUSED = "HTTP/1 request trailers are not supported"
 # Reads of an upstream connection: Glance's answers (downloads) are never
 # inspected, and mitmproxy's 64 KiB reads cap a download near 250 MB/s. A
-# client is read so while a request body streams whose every read may pass at
-# once (`client_reads`), at 64 KiB otherwise: an upload's growing quota grant
-# must outrun one read (reservations.HEADROOM), and a request is decided before
-# more than one read of its body is taken in.
+# client is read in BULK_READ pieces too while a request body streams that
+# nothing checks within a read (`client_reads`), 64 KiB otherwise: an upload's
+# growing quota grant must outrun one read (reservations.HEADROOM), and a
+# request is decided before more than one read of its body is taken in.
 BULK_READ = 1024 * 1024
 CLIENT_READ = 65535  # what mitmproxy's loop asks of a client's socket
 STREAM_LIMIT, RECV_SIZE = 2 ** 16, 256 * 1024  # asyncio's StreamReader limit and bytes per recv()
