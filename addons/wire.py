@@ -81,12 +81,17 @@ def reset(client: connection.Client) -> None:
         io.writer.transport.abort()
 
 
+def _client_streams(flow: http.HTTPFlow):
+    """The client connection's reader and writer, when mitmproxy holds them as asyncio streams."""
+    _, transports = _transports(flow)
+    io = transports.get(flow.client_conn)
+    return io if io and io.writer and isinstance(io.reader, asyncio.StreamReader) else None
+
+
 def hold_client(flow: http.HTTPFlow) -> None:
     """Stop reading the client's socket: while the decision is pending, body
     bytes stay in the kernel's buffers instead of queueing in the proxy."""
-    _, transports = _transports(flow)
-    io = transports.get(flow.client_conn)
-    if not io or not io.writer or not isinstance(io.reader, asyncio.StreamReader):
+    if not (io := _client_streams(flow)):
         return
     io.writer.transport.pause_reading()
     # A StreamReader that paused the transport for its own flow control resumes
@@ -103,9 +108,7 @@ def client_reads(flow: http.HTTPFlow, size: int) -> None:
     """Read the client's socket `size` bytes at a time from now on: BULK_READ
     for a request body that streams on unchecked within a read, CLIENT_READ
     again once it is done."""
-    _, transports = _transports(flow)
-    io = transports.get(flow.client_conn)
-    if not io or not io.writer or not isinstance(io.reader, asyncio.StreamReader):
+    if not (io := _client_streams(flow)):
         return
     reader = io.reader
     if not hasattr(reader, "glance_gate_read"):
